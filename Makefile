@@ -1,0 +1,41 @@
+# Every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast lint format bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or later is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## A .venv with everything, the package installed editable.
+
+demo: $(STAMP) ## The sample site on an embedded S3 server (moto), end to end.
+	$(PY) sample_project/demo.py
+
+test: $(STAMP) ## The whole test suite (DATABASE_URL=postgres://... runs it on PostgreSQL).
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## The suite without the slow end-to-end tests.
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff and mypy, clean.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP) ## Benchmarks against rclone, s5cmd and awscli.
+	@echo "make bench: the benchmark harness arrives with the performance work (bench/)."
+
+clean:
+	rm -rf $(VENV) sample_project/.demo .pytest_cache .mypy_cache .ruff_cache

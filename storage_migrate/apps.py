@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class StorageMigrateConfig(AppConfig):
+    name = "storage_migrate"
+    verbose_name = "Storage migration"

@@ -1,0 +1,142 @@
+"""Fixtures: a temporary MEDIA_ROOT for every test, moto buckets (in-process and over HTTP), and a
+way to run manage.py as a subprocess against the test database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.storage import Storage, storages
+from django.db import connection
+from moto import mock_aws
+
+from storage_migrate.testing import moto_server, s3_client
+from tests.settings import TEST_ENV
+
+REPO = Path(__file__).resolve().parent.parent
+MANAGE = REPO / "sample_project" / "manage.py"
+
+
+@pytest.fixture(autouse=True)
+def media_root(tmp_path: Path, settings: Any) -> Path:
+    """Every test gets its own MEDIA_ROOT; nothing is written into the sample project."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    return root
+
+
+def reset_storages() -> None:
+    """Forget cached storage instances, so the next lookup sees the current settings and mocks."""
+    from django.core.files.storage import default_storage
+
+    storages._storages = {}  # type: ignore[attr-defined]
+    default_storage._setup()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def s3_bucket(settings: Any) -> Iterator[str]:
+    """An in-process moto S3 with an empty bucket; the `s3` storage alias points at it."""
+    with mock_aws():
+        bucket = f"test-{uuid.uuid4().hex[:12]}"
+        s3_client().create_bucket(Bucket=bucket)
+        settings.AWS_STORAGE_BUCKET_NAME = bucket
+        reset_storages()
+        yield bucket
+    reset_storages()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_alias(request: pytest.FixtureRequest) -> str:
+    """Run a test once against the local disk and once against S3 (moto)."""
+    if request.param == "s3":
+        request.getfixturevalue("s3_bucket")
+    return str(request.param)
+
+
+@pytest.fixture
+def storage(storage_alias: str) -> Storage:
+    return storages[storage_alias]
+
+
+@pytest.fixture
+def default_storage_is(settings: Any) -> Any:
+    """Point the `default` alias at `local` or `s3`, as flipping USE_S3_STORAGE does."""
+
+    def switch(alias: str) -> None:
+        settings.STORAGES = {**settings.STORAGES, "default": settings.STORAGES[alias]}
+        settings.USE_S3_STORAGE = alias == "s3"
+        reset_storages()
+
+    return switch
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's real HTTP server on loopback, shared by the end-to-end tests of a session."""
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def http_bucket(moto_endpoint: str) -> str:
+    """A fresh bucket on moto's HTTP server."""
+    bucket = f"e2e-{uuid.uuid4().hex[:12]}"
+    s3_client(moto_endpoint).create_bucket(Bucket=bucket)
+    return bucket
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the test database that this pytest process uses."""
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    if connection.vendor == "postgresql":
+        user = params.get("USER") or "postgres"
+        password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+        host = params.get("HOST") or "127.0.0.1"
+        port = params.get("PORT") or 5432
+        return f"postgres://{user}{password}@{host}:{port}/{params['NAME']}"
+    raise NotImplementedError(f"No DATABASE_URL for {connection.vendor}")
+
+
+@dataclass
+class ManagePy:
+    """Runs `python manage.py ...` with the sample project's real settings, as a user would."""
+
+    env: dict[str, str]
+
+    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(MANAGE), *args],
+            env=self.env,
+            cwd=MANAGE.parent,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def manage_py(
+    transactional_db: None, media_root: Path, moto_endpoint: str, http_bucket: str
+) -> ManagePy:
+    """manage.py against the test database (committed rows are visible), this test's MEDIA_ROOT
+    and a fresh bucket on moto's HTTP server."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
+        **TEST_ENV,
+        "DJANGO_SETTINGS_MODULE": "shams_vision.settings",
+        "DATABASE_URL": database_url(),
+        "MEDIA_ROOT": str(media_root),
+        "AWS_S3_ENDPOINT_URL": moto_endpoint,
+        "AWS_STORAGE_BUCKET_NAME": http_bucket,
+    }
+    return ManagePy(env=env)
