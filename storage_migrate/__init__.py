@@ -1,1 +1,37 @@
-"""django-storage-migrate."""
+"""django-storage-migrate: move a Django site's files between storages, verified, and prove them.
+
+Public API::
+
+    from storage_migrate import migrate_storage
+    report = migrate_storage(to="s3")          # local -> s3
+    report.exit_code, report.totals, report.problems
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["ConfigurationError", "MigrationReport", "Problem", "migrate_storage"]
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .errors import ConfigurationError
+    from .migration import migrate_storage
+    from .report import MigrationReport, Problem
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing the package (e.g. from settings) does not import Django models.
+    if name == "migrate_storage":
+        from .migration import migrate_storage
+
+        return migrate_storage
+    if name == "ConfigurationError":
+        from .errors import ConfigurationError
+
+        return ConfigurationError
+    if name in ("MigrationReport", "Problem"):
+        from . import report
+
+        return getattr(report, name)
+    raise AttributeError(name)

@@ -84,5 +84,5 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {row.pk:>5}  {row.file_size:>9}  {row.file.name}")
         kinds = ", ".join(f"{n} {kind.lower()}" for kind, n in sorted(made.items()))
         self.stdout.write(
-            self.style.SUCCESS(f"Created {count} files ({total / MiB:.1f} MiB): {kinds or 'none'}.")
+            self.style.SUCCESS(f"Created {count} files ({total / 1e6:.1f} MB): {kinds or 'none'}.")
         )

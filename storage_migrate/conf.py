@@ -1,0 +1,75 @@
+"""The STORAGE_MIGRATE setting: one home for every option, read lazily (override_settings works)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+MiB = 1024 * 1024
+
+METADATA_ROLES = ("bucket", "object_key", "checksum", "file_size", "content_type")
+
+
+@dataclass(frozen=True)
+class Conf:
+    """Every STORAGE_MIGRATE key with its default. An unknown key is an error."""
+
+    # "app_label.Model" or "app_label.Model.field" to walk when --model is not given.
+    MODELS: tuple[str, ...] = ()
+    # {"app_label.Model": {"checksum": "md5_hex", "file_size": None}}: a role -> column name,
+    # or None to say the model has no such column. Unmapped roles are found by name.
+    METADATA_FIELDS: Any = None
+    WORKERS: int = 16
+    BATCH_SIZE: int = 500
+    # Files at or above this size go to S3 in parts, concurrently (boto3's transfer manager).
+    MULTIPART_THRESHOLD: int = 16 * MiB
+    MULTIPART_CHUNKSIZE: int = 16 * MiB
+    # Files up to this size are read into memory once; larger ones are streamed.
+    IN_MEMORY_LIMIT: int = 1 * MiB
+    # botocore's request_checksum_calculation: "when_required" sends only our Content-MD5
+    # (works with every S3-compatible store); "when_supported" adds boto3's default CRC checksums.
+    REQUEST_CHECKSUM_CALCULATION: str = "when_required"
+    RESPONSE_CHECKSUM_VALIDATION: str = "when_required"
+    # Attempts per S3 request, with exponential backoff and jitter (botocore "standard" mode).
+    MAX_ATTEMPTS: int = 5
+    CONNECT_TIMEOUT: float = 10.0
+    READ_TIMEOUT: float = 60.0
+
+    def validate(self) -> None:
+        for name in ("WORKERS", "BATCH_SIZE", "MAX_ATTEMPTS"):
+            if int(getattr(self, name)) < 1:
+                raise ImproperlyConfigured(f"STORAGE_MIGRATE[{name!r}] must be at least 1.")
+        if 5 * MiB > self.MULTIPART_CHUNKSIZE:
+            raise ImproperlyConfigured(
+                "STORAGE_MIGRATE['MULTIPART_CHUNKSIZE'] must be at least 5 MiB (S3's minimum part)."
+            )
+        if self.MULTIPART_THRESHOLD < self.MULTIPART_CHUNKSIZE:
+            raise ImproperlyConfigured(
+                "STORAGE_MIGRATE['MULTIPART_THRESHOLD'] must be at least MULTIPART_CHUNKSIZE."
+            )
+        for name in ("REQUEST_CHECKSUM_CALCULATION", "RESPONSE_CHECKSUM_VALIDATION"):
+            if getattr(self, name) not in ("when_required", "when_supported"):
+                raise ImproperlyConfigured(
+                    f"STORAGE_MIGRATE[{name!r}] must be 'when_required' or 'when_supported'."
+                )
+
+
+def get_conf(**overrides: Any) -> Conf:
+    """The settings, with keyword overrides (constructor arguments win over settings)."""
+    raw = dict(getattr(settings, "STORAGE_MIGRATE", None) or {})
+    known = {f.name for f in fields(Conf)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ImproperlyConfigured(
+            f"Unknown STORAGE_MIGRATE key(s): {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    if "MODELS" in raw:
+        raw["MODELS"] = tuple(raw["MODELS"])
+    conf = Conf(**raw)
+    conf.validate()
+    return conf

@@ -1,0 +1,470 @@
+"""migrate_storage: for each row, plan -> skip what is done -> copy -> verify -> commit the row.
+
+Workers touch only storages; the calling thread alone reads and writes the database. A row is
+updated only after its object was verified, and a source file is deleted (when asked) only after
+its row was committed.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+from django.db import transaction
+
+from .conf import Conf, get_conf
+from .endpoints import Endpoint, ObjectInfo, endpoint_for
+from .errors import ConfigurationError, RowError, SourceMissing
+from .names import unsafe_reason
+from .report import (
+    CHECKSUM_MISMATCH,
+    CONFLICT,
+    COPIED,
+    ERROR,
+    SIZE_MISMATCH,
+    SKIPPED,
+    UNSAFE_NAME,
+    MigrationReport,
+    Problem,
+    now,
+)
+from .targets import Target, resolve_targets
+from .transfer import close_engines, copy_file
+
+# Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
+COMMIT_ROWS = 500
+COMMIT_SECONDS = 2.0
+DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
+
+
+@dataclass
+class Row:
+    """One row's file and its metadata columns, as read from the database."""
+
+    target: Target
+    pk: Any
+    name: str
+    meta: dict[str, Any]
+
+    def problem(self, kind: str, detail: str, **extra: Any) -> Problem:
+        return Problem(
+            kind, self.target.label, self.target.field_name, self.pk, self.name, detail, **extra
+        )
+
+
+@dataclass
+class RowResult:
+    """What happened to one row. ``outcome`` is copied, skipped, or a problem kind."""
+
+    row: Row
+    outcome: str
+    bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    updates: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clean(self) -> bool:
+        return self.outcome in (COPIED, SKIPPED) and not self.problems
+
+
+ProgressCallback = Callable[[RowResult], None]
+StartCallback = Callable[[int], None]
+
+
+def guess_content_type(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+def _rows(target: Target, batch_size: int) -> Iterator[list[Row]]:
+    """The target's rows with a file, in primary-key batches (pk > last, never OFFSET)."""
+    model, attname = target.model, str(target.field.attname)
+    columns = target.columns
+    queryset = (
+        model._base_manager.exclude(**{attname: ""})
+        .exclude(**{f"{attname}__isnull": True})
+        .order_by("pk")
+        .values_list("pk", attname, *columns.values())
+    )
+    last = None
+    while True:
+        page = queryset if last is None else queryset.filter(pk__gt=last)
+        batch = list(page[:batch_size])
+        if not batch:
+            return
+        last = batch[-1][0]
+        yield [
+            Row(target, values[0], str(values[1]), dict(zip(columns, values[2:], strict=True)))
+            for values in batch
+        ]
+
+
+class Migration:
+    """One run. Use migrate_storage(); this class holds the run's state."""
+
+    def __init__(
+        self,
+        source: Endpoint,
+        destination: Endpoint,
+        targets: list[Target],
+        conf: Conf,
+        *,
+        dry_run: bool,
+        limit: int | None,
+        overwrite: bool,
+        delete_source: bool,
+        rewrite_checksums: bool,
+        on_row: ProgressCallback | None,
+        on_start: StartCallback | None = None,
+    ) -> None:
+        self.src, self.dst, self.targets, self.conf = source, destination, targets, conf
+        self.dry_run, self.limit = dry_run, limit
+        self.overwrite, self.delete_source = overwrite, delete_source
+        self.rewrite_checksums = rewrite_checksums
+        self.on_row, self.on_start = on_row, on_start
+        self.report = MigrationReport(
+            source=source.alias, destination=destination.alias, dry_run=dry_run
+        )
+        self._pending: list[RowResult] = []
+        self._last_commit = time.monotonic()
+        self._in_flight: Counter[str] = Counter()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def count_rows(self) -> int:
+        total = 0
+        for target in self.targets:
+            attname = str(target.field.attname)
+            total += (
+                target.model._base_manager.exclude(**{attname: ""})
+                .exclude(**{f"{attname}__isnull": True})
+                .count()
+            )
+        return total if self.limit is None else min(total, self.limit)
+
+    def run(self) -> MigrationReport:
+        window = self.conf.WORKERS * 4
+        if self.on_start is not None:
+            self.on_start(self.count_rows())
+        try:
+            with ThreadPoolExecutor(
+                self.conf.WORKERS, thread_name_prefix="storage-migrate"
+            ) as pool:
+                futures: set[Future[RowResult]] = set()
+                for row, info in self._planned_rows():
+                    if isinstance(info, RowResult):
+                        self._finish(info)
+                        continue
+                    self._in_flight[row.name] += 1
+                    futures.add(pool.submit(self._process, row, info))
+                    if len(futures) >= window:
+                        done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            self._finish(future.result())
+                for future in futures:
+                    self._finish(future.result())
+            self._commit()
+        finally:
+            close_engines(self.src, self.dst)
+            self.report.finished_at = now()
+        return self.report
+
+    def _planned_rows(self) -> Iterator[tuple[Row, ObjectInfo | RowResult | None]]:
+        """Each row with what the destination holds under its name (one listing per batch where
+        the destination can list), or a RowResult already decided."""
+        remaining = self.limit
+        for target in self.targets:
+            for batch in _rows(target, self.conf.BATCH_SIZE):
+                if remaining is not None:
+                    batch = batch[:remaining]
+                    remaining -= len(batch)
+                safe: list[Row] = []
+                for row in batch:
+                    reason = self._unsafe(row.name)
+                    if reason:
+                        yield (
+                            row,
+                            RowResult(
+                                row, UNSAFE_NAME, problems=[row.problem(UNSAFE_NAME, reason)]
+                            ),
+                        )
+                    else:
+                        safe.append(row)
+                infos = self.dst.stat_many(sorted({r.name for r in safe}))
+                for row in safe:
+                    yield row, infos[row.name]
+                self._maybe_commit()
+                if remaining is not None and remaining <= 0:
+                    return
+
+    def _unsafe(self, name: str) -> str | None:
+        reason = unsafe_reason(name)
+        if reason:
+            return reason
+        try:
+            for endpoint in (self.src, self.dst):
+                reason = unsafe_reason(name, endpoint.key(name))
+                if reason:
+                    return reason
+                endpoint.local_path(name)
+        except (SuspiciousOperation, ValueError) as exc:
+            return f"name leaves the storage's root ({exc.__class__.__name__})"
+        return None
+
+    # --- one row, in a worker -------------------------------------------------------------
+
+    def _process(self, row: Row, dest: ObjectInfo | None) -> RowResult:
+        try:
+            if dest is not None:
+                return self._existing(row, dest)
+            return self._copy(row, existed=False)
+        except RowError as exc:
+            return RowResult(row, exc.kind, problems=[row.problem(exc.kind, str(exc))])
+        except Exception as exc:  # a row's failure never stops the run
+            detail = f"{exc.__class__.__name__}: {exc}"
+            return RowResult(row, ERROR, problems=[row.problem(ERROR, detail)])
+
+    def _existing(self, row: Row, dest: ObjectInfo) -> RowResult:
+        """The destination already has an object under this name: skip it, or it is a conflict
+        (or, with --overwrite, copy over it)."""
+        size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
+        if (
+            checksum
+            and size is not None
+            and dest.size == size
+            and self.dst.prove_md5(row.name, dest) == checksum
+        ):
+            return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
+        source = self.src.stat(row.name)
+        if source is None:
+            raise SourceMissing("source file does not exist")
+        if source.size == dest.size:
+            source_md5 = self.src.prove_md5(row.name, source)
+            if self.dst.prove_md5(row.name, dest) == source_md5:
+                return self._result(row, SKIPPED, size=source.size, md5=source_md5, dest=dest)
+        if not self.overwrite:
+            return RowResult(
+                row,
+                CONFLICT,
+                problems=[
+                    row.problem(
+                        CONFLICT,
+                        "destination holds a different object under this name "
+                        "(--overwrite replaces it)",
+                        expected=source.size,
+                        actual=dest.size,
+                    )
+                ],
+            )
+        return self._copy(row, existed=True, source=source)
+
+    def _copy(self, row: Row, *, existed: bool, source: ObjectInfo | None = None) -> RowResult:
+        if self.dry_run:
+            source = source or self.src.stat(row.name)
+            if source is None:
+                raise SourceMissing("source file does not exist")
+            return self._result(row, COPIED, size=source.size, md5=None, copied_bytes=source.size)
+        copied = copy_file(
+            self.src,
+            self.dst,
+            row.name,
+            conf=self.conf,
+            content_type=row.meta.get("content_type") or None,
+            overwrite=existed and self.overwrite,
+            existed=existed,
+            source_info=source,
+        )
+        return self._result(
+            row,
+            COPIED,
+            size=copied.digest.size,
+            md5=copied.digest.md5,
+            dest=copied.info,
+            copied_bytes=copied.digest.size,
+        )
+
+    def _result(
+        self,
+        row: Row,
+        outcome: str,
+        *,
+        size: int,
+        md5: str | None,
+        dest: ObjectInfo | None = None,
+        copied_bytes: int = 0,
+    ) -> RowResult:
+        """The outcome, the problems the row's stored metadata shows, and the columns to update."""
+        result = RowResult(row, outcome, bytes=copied_bytes)
+        meta, columns = row.meta, row.target.columns
+        stored_md5 = (meta.get("checksum") or "").lower()
+        if md5 and stored_md5 and stored_md5 != md5:
+            result.problems.append(
+                row.problem(
+                    CHECKSUM_MISMATCH,
+                    "source bytes do not match the stored checksum"
+                    + (
+                        "; checksum rewritten"
+                        if self.rewrite_checksums
+                        else "; stored checksum kept"
+                    ),
+                    expected=stored_md5,
+                    actual=md5,
+                )
+            )
+        stored_size = meta.get("file_size")
+        if "file_size" in columns and stored_size is not None and stored_size != size:
+            result.problems.append(
+                row.problem(
+                    SIZE_MISMATCH,
+                    "stored size disagrees with the file; size column corrected",
+                    expected=stored_size,
+                    actual=size,
+                )
+            )
+        wanted: dict[str, Any] = {
+            "bucket": self.dst.bucket,
+            "object_key": self.dst.key(row.name),
+            "file_size": size,
+        }
+        if not meta.get("content_type"):
+            wanted["content_type"] = (dest.content_type if dest else None) or guess_content_type(
+                row.name
+            )
+        if md5 and (not stored_md5 or (stored_md5 != md5 and self.rewrite_checksums)):
+            wanted["checksum"] = md5
+        result.updates = {
+            role: value
+            for role, value in wanted.items()
+            if role in columns and meta.get(role) != value
+        }
+        return result
+
+    # --- back in the calling thread -------------------------------------------------------
+
+    def _finish(self, result: RowResult) -> None:
+        report = self.report
+        report.rows += 1
+        if result.outcome == COPIED:
+            report.copied += 1
+            report.bytes_copied += result.bytes
+        elif result.outcome == SKIPPED:
+            report.skipped += 1
+        report.problems.extend(result.problems)
+        if result.outcome in (COPIED, SKIPPED) and not self.dry_run:
+            self._pending.append(result)
+        else:
+            self._release(result)
+            self._notify(result)
+        self._maybe_commit()
+
+    def _notify(self, result: RowResult) -> None:
+        if self.on_row is not None:
+            self.on_row(result)
+
+    def _release(self, result: RowResult) -> None:
+        name = result.row.name
+        if self._in_flight[name] > 0:
+            self._in_flight[name] -= 1
+
+    def _maybe_commit(self) -> None:
+        if len(self._pending) >= COMMIT_ROWS or (
+            self._pending and time.monotonic() - self._last_commit >= COMMIT_SECONDS
+        ):
+            self._commit()
+
+    def _commit(self) -> None:
+        """Write the verified rows' metadata in one short transaction, without model signals
+        (QuerySet.update), then delete their sources if asked."""
+        pending, self._pending = self._pending, []
+        self._last_commit = time.monotonic()
+        if not pending:
+            return
+        vanished: list[RowResult] = []
+        with transaction.atomic():
+            for result in pending:
+                if not result.updates:
+                    continue
+                row = result.row
+                model = row.target.model
+                attname = str(row.target.field.attname)
+                updates = {row.target.columns[role]: v for role, v in result.updates.items()}
+                count = model._base_manager.filter(pk=row.pk, **{attname: row.name}).update(
+                    **updates
+                )
+                if count == 0:
+                    vanished.append(result)
+        for result in vanished:
+            detail = "row was deleted or its file changed during the migration; left as it is"
+            result.problems.append(result.row.problem(ERROR, detail))
+            self.report.problems.append(result.problems[-1])
+        for result in pending:
+            self._release(result)
+            if self.delete_source and result.clean and self._in_flight[result.row.name] == 0:
+                self._delete_source(result)
+            self._notify(result)
+
+    def _delete_source(self, result: RowResult) -> None:
+        try:
+            self.src.delete(result.row.name)
+        except Exception as exc:
+            detail = f"copied and committed, but the source could not be deleted: {exc}"
+            problem = result.row.problem(ERROR, detail)
+            result.problems.append(problem)
+            self.report.problems.append(problem)
+
+
+def migrate_storage(
+    *,
+    to: str,
+    source: str | None = None,
+    models: list[str] | tuple[str, ...] | None = None,
+    dry_run: bool = False,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    delete_source: bool = False,
+    rewrite_checksums: bool = False,
+    create_bucket: bool = False,
+    on_row: ProgressCallback | None = None,
+    on_start: StartCallback | None = None,
+) -> MigrationReport:
+    """Copy every row's file from ``source`` to ``to`` under the same name, verify each copy, then
+    update the row's metadata. Raises ConfigurationError before anything is written."""
+    try:
+        conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
+        if limit is not None and limit < 0:
+            raise ConfigurationError("limit must be 0 or more")
+        if source is None:
+            source = DEFAULT_PAIRS.get(to)
+            if source is None:
+                raise ConfigurationError(
+                    f"--from is needed when --to is {to!r} (it defaults only for 's3' and 'local')"
+                )
+        if source == to:
+            raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
+        src, dst = endpoint_for(source, conf), endpoint_for(to, conf)
+        targets = resolve_targets(models, conf)
+    except ImproperlyConfigured as exc:
+        raise ConfigurationError(str(exc)) from None
+    src.preflight(as_source=True)
+    dst.preflight(as_source=False, create_bucket=create_bucket, dry_run=dry_run)
+    migration = Migration(
+        src,
+        dst,
+        targets,
+        conf,
+        dry_run=dry_run,
+        limit=limit,
+        overwrite=overwrite,
+        delete_source=delete_source and not dry_run,
+        rewrite_checksums=rewrite_checksums,
+        on_row=on_row,
+        on_start=on_start,
+    )
+    return migration.run()

@@ -1,0 +1,24 @@
+"""Which names are safe to read and write: nothing outside a storage's root, nothing S3 refuses."""
+
+from __future__ import annotations
+
+MAX_KEY_BYTES = 1024
+
+
+def unsafe_reason(name: str, key: str | None = None) -> str | None:
+    """Why a FileField name (and the key a storage makes of it) must not be touched, or None."""
+    if "\x00" in name:
+        return "name contains a NUL byte"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "name contains a control character"
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return "name is an absolute path"
+    parts = name.replace("\\", "/").split("/")
+    if ".." in parts:
+        return "name has a '..' part"
+    if not name.strip() or name.endswith("/"):
+        return "name is empty or a folder"
+    for candidate in (name, key or ""):
+        if len(candidate.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+            return f"key is longer than {MAX_KEY_BYTES} bytes"
+    return None
