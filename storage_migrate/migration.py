@@ -77,10 +77,6 @@ ProgressCallback = Callable[[RowResult], None]
 StartCallback = Callable[[int], None]
 
 
-def guess_content_type(name: str) -> str:
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
 def _rows(target: Target, batch_size: int) -> Iterator[list[Row]]:
     """The target's rows with a file, in primary-key batches (pk > last, never OFFSET)."""
     model, attname = target.model, str(target.field.attname)
@@ -332,9 +328,9 @@ class Migration:
             "file_size": size,
         }
         if not meta.get("content_type"):
-            wanted["content_type"] = (dest.content_type if dest else None) or guess_content_type(
-                row.name
-            )
+            guessed = mimetypes.guess_type(row.name)[0]
+            stored = dest.content_type if dest else None
+            wanted["content_type"] = guessed or stored or "application/octet-stream"
         if md5 and (not stored_md5 or (stored_md5 != md5 and self.rewrite_checksums)):
             wanted["checksum"] = md5
         result.updates = {
@@ -440,6 +436,7 @@ def migrate_storage(
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         if limit is not None and limit < 0:
             raise ConfigurationError("limit must be 0 or more")
+        dst = endpoint_for(to, conf)
         if source is None:
             source = DEFAULT_PAIRS.get(to)
             if source is None:
@@ -448,7 +445,7 @@ def migrate_storage(
                 )
         if source == to:
             raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
-        src, dst = endpoint_for(source, conf), endpoint_for(to, conf)
+        src = endpoint_for(source, conf)
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
         raise ConfigurationError(str(exc)) from None

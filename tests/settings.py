@@ -36,7 +36,9 @@ if not os.environ.get("DATABASE_URL"):
     os.environ["DATABASE_URL"] = f"sqlite:///{_sqlite_dir / 'db.sqlite3'}"
 
 from shams_vision.settings import *  # noqa: E402,F403
-from shams_vision.settings import DATABASES  # noqa: E402
+from shams_vision.settings import DATABASES, INSTALLED_APPS  # noqa: E402
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
 
 # A file, not :memory:, so that manage.py subprocesses in end-to-end tests see the test database.
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):

@@ -103,7 +103,7 @@ def test_checksum_is_computed_by_streaming(storage_alias: str, default_storage_i
     default_storage_is(storage_alias)
     data = bytes(range(256)) * 12_000  # about 3 MB
     raw = NoWholeReads(data)
-    row = FileManager.objects.create(file=File(raw, name="video.mp4"))  # type: ignore[arg-type]
+    row = FileManager.objects.create(file=File(raw, name="video.mp4"))
     assert row.checksum == hashlib.md5(data).hexdigest()
     assert row.file_size == len(data)
     assert 0 < raw.largest_read < len(data)
