@@ -39,7 +39,7 @@ from .transfer import close_engines, copy_file
 
 # Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
 COMMIT_ROWS = 500
-COMMIT_SECONDS = 2.0
+COMMIT_SECONDS = 1.0
 DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
 
 
@@ -144,28 +144,38 @@ class Migration:
         return total if self.limit is None else min(total, self.limit)
 
     def run(self) -> MigrationReport:
-        window = self.conf.WORKERS * 4
         if self.on_start is not None:
             self.on_start(self.count_rows())
+        window = self.conf.WORKERS * 4
+        pool = ThreadPoolExecutor(self.conf.WORKERS, thread_name_prefix="storage-migrate")
+        futures: set[Future[RowResult]] = set()
         try:
-            with ThreadPoolExecutor(
-                self.conf.WORKERS, thread_name_prefix="storage-migrate"
-            ) as pool:
-                futures: set[Future[RowResult]] = set()
-                for row, info in self._planned_rows():
-                    if isinstance(info, RowResult):
-                        self._finish(info)
-                        continue
-                    self._in_flight[row.name] += 1
-                    futures.add(pool.submit(self._process, row, info))
-                    if len(futures) >= window:
-                        done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            self._finish(future.result())
-                for future in futures:
+            for row, info in self._planned_rows():
+                if isinstance(info, RowResult):
+                    self._finish(info)
+                    continue
+                self._in_flight[row.name] += 1
+                futures.add(pool.submit(self._process, row, info))
+                if len(futures) >= window:
+                    done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        self._finish(future.result())
+            while futures:
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
                     self._finish(future.result())
             self._commit()
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed: queued rows are dropped, and the rows already
+            # verified are committed, so that the next run does not redo them.
+            pool.shutdown(wait=False, cancel_futures=True)
+            for future in futures:
+                if future.done() and not future.cancelled():
+                    self._finish(future.result())
+            self._commit()
+            raise
         finally:
+            pool.shutdown(wait=True)
             close_engines(self.src, self.dst)
             self.report.finished_at = now()
         return self.report
@@ -229,8 +239,10 @@ class Migration:
         """The destination already has an object under this name: skip it, or it is a conflict
         (or, with --overwrite, copy over it)."""
         size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
+        # The shortcut trusts the row's checksum; before deleting a source, read the source too.
         if (
-            checksum
+            not self.delete_source
+            and checksum
             and size is not None
             and dest.size == size
             and self.dst.prove_md5(row.name, dest) == checksum

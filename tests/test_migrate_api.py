@@ -450,3 +450,16 @@ def test_missing_bucket_is_an_error_unless_create_bucket(s3_bucket: str, setting
 
     assert report.copied == 1
     assert len(s3_keys("not-there-yet")) == 1
+
+
+def test_delete_source_rereads_a_source_that_changed_after_it_was_copied(
+    s3_bucket: str, media_root: Path
+) -> None:
+    row = make("stale.txt", b"version one")
+    migrate_storage(to="s3")
+    (media_root / row.file.name).write_bytes(b"version two, newer")
+
+    report = migrate_storage(to="s3", delete_source=True)
+
+    assert kinds(report) == ["conflict"]
+    assert (media_root / row.file.name).read_bytes() == b"version two, newer"

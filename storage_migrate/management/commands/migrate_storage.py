@@ -12,6 +12,8 @@ from storage_migrate.errors import ConfigurationError
 from storage_migrate.migration import RowResult, migrate_storage
 from storage_migrate.report import EXIT_CONFIG, EXIT_PROBLEMS, MigrationReport, format_bytes
 
+EXIT_INTERRUPTED = 130
+
 
 def positive_int(value: str) -> int:
     number = int(value)
@@ -119,6 +121,12 @@ class Command(BaseCommand):
             )
         except ConfigurationError as exc:
             raise CommandError(str(exc), returncode=EXIT_CONFIG) from None
+        except KeyboardInterrupt:
+            raise CommandError(
+                "Interrupted. Rows whose copies were verified are committed; run the same "
+                "command again to finish.",
+                returncode=EXIT_INTERRUPTED,
+            ) from None
         finally:
             progress.close()
 

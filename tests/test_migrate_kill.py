@@ -1,0 +1,129 @@
+"""SIGKILL a real migrate_storage at several moments; after each kill every row that points at the
+bucket points at an object holding its bytes, and a final run converges."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.core.files.base import ContentFile
+from django.db import connection
+
+from core.models import FileManager
+from storage_migrate.testing import s3_client
+from tests.conftest import MANAGE, ManagePy
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+MiB = 1024 * 1024
+
+
+def rows_pointing_at(bucket: str) -> dict[int, str]:
+    """Checked with plain SQL, not the project's code."""
+    table = FileManager._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, file FROM {table} WHERE bucket = %s", [bucket])
+        return {int(pk): str(name) for pk, name in cursor.fetchall()}
+
+
+def run_until(env: dict[str, str], args: list[str], moment: Callable[[], bool]) -> bool:
+    """Start manage.py, SIGKILL it as soon as `moment()` holds; False if it finished first."""
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE), *args],
+        env=env,
+        cwd=MANAGE.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    try:
+        while process.poll() is None and time.monotonic() < deadline:
+            if moment():
+                process.send_signal(signal.SIGKILL)
+                return True
+            time.sleep(0.01)
+        return False
+    finally:
+        process.wait(timeout=30)
+
+
+def test_killed_at_any_moment_then_converges(
+    manage_py: ManagePy, http_bucket: str, moto_endpoint: str, media_root: Path
+) -> None:
+    big = FileManager.objects.create(file=ContentFile(os.urandom(24 * MiB), name="big.mp4"))
+    rows = [big] + [
+        FileManager.objects.create(file=ContentFile(os.urandom(2000 + i * 37), name=f"k {i}.bin"))
+        for i in range(400)
+    ]
+    sources = {r.pk: hashlib.md5((media_root / r.file.name).read_bytes()).hexdigest() for r in rows}
+    s3 = s3_client(moto_endpoint)
+
+    def multipart_in_flight() -> bool:
+        return bool(s3.list_multipart_uploads(Bucket=http_bucket).get("Uploads"))
+
+    def first_commit() -> bool:
+        return len(rows_pointing_at(http_bucket)) > 0
+
+    def half_way() -> bool:
+        return len(rows_pointing_at(http_bucket)) > len(rows) // 2
+
+    args = ["migrate_storage", "--to", "s3", "--no-progress"]
+    args += ["--workers", "4", "--batch-size", "25"]
+    killed = []
+    for moment in (multipart_in_flight, first_commit, half_way):
+        killed.append(run_until(manage_py.env, args, moment))
+        for pk, name in rows_pointing_at(http_bucket).items():
+            body = s3.get_object(Bucket=http_bucket, Key=name)["Body"].read()
+            assert hashlib.md5(body).hexdigest() == sources[pk], f"row {pk} points at bad bytes"
+    assert killed == [True, True, True]
+    assert len(rows_pointing_at(http_bucket)) < len(rows)
+
+    final = manage_py(*args)
+    assert final.returncode == 0, final.stderr
+    assert set(rows_pointing_at(http_bucket)) == set(sources)
+    for row in FileManager.objects.all():
+        assert hashlib.md5((media_root / row.file.name).read_bytes()).hexdigest() == sources[row.pk]
+        assert row.checksum == sources[row.pk]
+    again = manage_py(*args)
+    assert "Copied 0 files" in again.stdout, again.stdout
+
+
+def test_ctrl_c_commits_what_was_verified_and_exits_130(
+    manage_py: ManagePy, http_bucket: str, moto_endpoint: str, media_root: Path
+) -> None:
+    rows = [
+        FileManager.objects.create(file=ContentFile(os.urandom(3000), name=f"i {i}.bin"))
+        for i in range(400)
+    ]
+    args = ["migrate_storage", "--to", "s3", "--no-progress", "--workers", "2"]
+    s3 = s3_client(moto_endpoint)
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE), *args],
+        env=manage_py.env,
+        cwd=MANAGE.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not s3.list_objects_v2(Bucket=http_bucket)["KeyCount"]:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr
+    assert "Interrupted" in stderr and "Traceback" not in stderr
+    committed = rows_pointing_at(http_bucket)
+    assert 0 < len(committed) < len(rows)
+    for pk, name in committed.items():
+        body = s3.get_object(Bucket=http_bucket, Key=name)["Body"].read()
+        assert hashlib.md5(body).hexdigest() == FileManager.objects.get(pk=pk).checksum
+    assert manage_py(*args).returncode == 0
+    assert len(rows_pointing_at(http_bucket)) == len(rows)
