@@ -25,7 +25,8 @@ class Conf:
     WORKERS: int = 16
     BATCH_SIZE: int = 500
     # Files at or above this size go to S3 in parts, concurrently (boto3's transfer manager).
-    MULTIPART_THRESHOLD: int = 16 * MiB
+    # Measured on loopback: one PUT of a 16-64 MiB file is 1.3-1.8 times faster than parts.
+    MULTIPART_THRESHOLD: int = 64 * MiB
     MULTIPART_CHUNKSIZE: int = 16 * MiB
     # Files up to this size are read into memory once; larger ones are streamed.
     IN_MEMORY_LIMIT: int = 1 * MiB
@@ -42,14 +43,11 @@ class Conf:
         for name in ("WORKERS", "BATCH_SIZE", "MAX_ATTEMPTS"):
             if int(getattr(self, name)) < 1:
                 raise ImproperlyConfigured(f"STORAGE_MIGRATE[{name!r}] must be at least 1.")
-        if 5 * MiB > self.MULTIPART_CHUNKSIZE:
-            raise ImproperlyConfigured(
-                "STORAGE_MIGRATE['MULTIPART_CHUNKSIZE'] must be at least 5 MiB (S3's minimum part)."
-            )
-        if self.MULTIPART_THRESHOLD < self.MULTIPART_CHUNKSIZE:
-            raise ImproperlyConfigured(
-                "STORAGE_MIGRATE['MULTIPART_THRESHOLD'] must be at least MULTIPART_CHUNKSIZE."
-            )
+        for name in ("MULTIPART_CHUNKSIZE", "MULTIPART_THRESHOLD"):
+            if int(getattr(self, name)) < 5 * MiB:
+                raise ImproperlyConfigured(
+                    f"STORAGE_MIGRATE[{name!r}] must be at least 5 MiB (S3's smallest part)."
+                )
         for name in ("REQUEST_CHECKSUM_CALCULATION", "RESPONSE_CHECKSUM_VALIDATION"):
             if getattr(self, name) not in ("when_required", "when_supported"):
                 raise ImproperlyConfigured(

@@ -138,5 +138,7 @@ def manage_py(
         "MEDIA_ROOT": str(media_root),
         "AWS_S3_ENDPOINT_URL": moto_endpoint,
         "AWS_STORAGE_BUCKET_NAME": http_bucket,
+        # Multipart from 16 MiB, so that end-to-end tests exercise it with small files.
+        "STORAGE_MIGRATE_MULTIPART_THRESHOLD": str(16 * 1024 * 1024),
     }
     return ManagePy(env=env)

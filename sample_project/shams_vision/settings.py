@@ -121,3 +121,10 @@ def s3_media_url() -> str:
 
 
 MEDIA_URL = s3_media_url() if USE_S3_STORAGE else "/media/"
+
+# django-storage-migrate (every key is optional; see its README).
+STORAGE_MIGRATE = {
+    "MULTIPART_THRESHOLD": config(
+        "STORAGE_MIGRATE_MULTIPART_THRESHOLD", default=64 * 1024 * 1024, cast=int
+    ),
+}
