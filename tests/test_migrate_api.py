@@ -463,3 +463,30 @@ def test_delete_source_rereads_a_source_that_changed_after_it_was_copied(
 
     assert kinds(report) == ["conflict"]
     assert (media_root / row.file.name).read_bytes() == b"version two, newer"
+
+
+def test_kms_etags_are_not_taken_as_md5s(
+    s3_bucket: str, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage_migrate.endpoints import S3Endpoint
+    from tests.conftest import reset_storages
+
+    settings.AWS_S3_OBJECT_PARAMETERS = {"ServerSideEncryption": "aws:kms"}
+    reset_storages()
+    make("secret.pdf", b"encrypted at rest")
+    downloads: list[str] = []
+    real_hash = S3Endpoint.hash
+
+    def counting_hash(self: S3Endpoint, name: str) -> Any:
+        downloads.append(name)
+        return real_hash(self, name)
+
+    monkeypatch.setattr(S3Endpoint, "hash", counting_hash)
+
+    report = migrate_storage(to="s3")
+
+    assert (report.copied, report.problems) == (1, [])
+    assert len(downloads) == 1  # the ETag proved nothing, so the copy was read back
+    downloads.clear()
+    again = migrate_storage(to="s3")
+    assert (again.skipped, downloads) == (1, [])  # the md5 metadata serves on a re-run
