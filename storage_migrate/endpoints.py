@@ -18,7 +18,7 @@ from django.core.files.storage.handler import InvalidStorageError
 
 from .conf import Conf
 from .errors import ConfigurationError
-from .hashing import Digest, digest_stream, md5_from_etag, normalize_etag
+from .hashing import Digest, digest_stream, is_md5_hex, md5_from_etag, normalize_etag
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -32,14 +32,21 @@ _SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5")
 
 @dataclass
 class ObjectInfo:
-    """What a storage says of one object. ``md5`` is set only where it is proven: an ETag that is
-    an MD5, our md5 metadata, or a hash of the bytes."""
+    """What a storage says of one object. ``md5`` is set only where it is known: an ETag that is
+    an MD5, the md5 metadata this tool writes after verifying a copy, or a hash of the bytes.
+    ``etag_md5`` is the ETag's own proof alone (what a fresh write is verified by)."""
 
     size: int
     md5: str | None = None
     etag: str = ""
     content_type: str | None = None
     headed: bool = False
+    etag_md5: str | None = None
+    meta_md5: str | None = None
+    encrypted: bool = False
+
+
+Fingerprint = tuple[object, ...]
 
 
 class Endpoint:
@@ -94,6 +101,15 @@ class Endpoint:
         except OSError as exc:
             raise FileNotFoundError(str(exc)) from exc
 
+    def open_info(self, name: str) -> tuple[IO[bytes], ObjectInfo | None]:
+        """A stream of the object's bytes, and what the storage said of them when it opened it."""
+        return self.open(name), None
+
+    def fingerprint(self, name: str) -> Fingerprint | None:
+        """What changes when the object changes (checked before a source is deleted)."""
+        info = self.stat(name)
+        return None if info is None else (info.size,)
+
     def local_path(self, name: str) -> str | None:
         return None
 
@@ -131,6 +147,13 @@ class LocalEndpoint(Endpoint):
 
     def open(self, name: str) -> IO[bytes]:
         return open(self.local_path(name), "rb")
+
+    def fingerprint(self, name: str) -> Fingerprint | None:
+        try:
+            st = os.stat(self.local_path(name))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -242,16 +265,31 @@ class S3Endpoint(Endpoint):
             client.create_bucket(Bucket=self.bucket)
 
     def info_from_head(self, head: Any) -> ObjectInfo:
+        """From a HEAD or GET response: also tells KMS-encrypted objects (a bucket's default
+        encryption included) by their headers, whose ETags are not MD5s."""
         etag = normalize_etag(head.get("ETag"))
-        meta_md5 = (head.get("Metadata") or {}).get("md5")
-        md5 = md5_from_etag(etag, self.etag_is_md5) or (meta_md5.lower() if meta_md5 else None)
+        encrypted = str(head.get("ServerSideEncryption", "")).startswith("aws:kms") or bool(
+            head.get("SSECustomerAlgorithm")
+        )
+        etag_md5 = md5_from_etag(etag, self.etag_is_md5 and not encrypted)
+        meta = str((head.get("Metadata") or {}).get("md5", "")).lower()
+        meta_md5 = meta if is_md5_hex(meta) else None
         return ObjectInfo(
             size=int(head["ContentLength"]),
-            md5=md5,
+            md5=etag_md5 or meta_md5,
             etag=etag,
             content_type=head.get("ContentType"),
             headed=True,
+            etag_md5=etag_md5,
+            meta_md5=meta_md5,
+            encrypted=encrypted,
         )
+
+    def head(self, name: str, info: ObjectInfo) -> ObjectInfo:
+        """The same object, HEADed (headers and metadata that a listing does not give)."""
+        if info.headed:
+            return info
+        return self.stat(name) or info
 
     def stat(self, name: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError
@@ -271,8 +309,12 @@ class S3Endpoint(Endpoint):
         if info.md5 is None and not info.headed:
             headed = self.stat(name)
             if headed is not None:
-                info.md5, info.headed = headed.md5, True
+                info.md5, info.headed, info.meta_md5 = headed.md5, True, headed.meta_md5
         return super().prove_md5(name, info)
+
+    def fingerprint(self, name: str) -> Fingerprint | None:
+        info = self.stat(name)
+        return None if info is None else (info.size, info.etag)
 
     def list_range(self, prefix: str, first: str, last: str, budget: int) -> Iterator[Any]:
         """Objects under ``prefix`` with keys from ``first`` to ``last`` (S3 lists keys in UTF-8
@@ -296,7 +338,9 @@ class S3Endpoint(Endpoint):
         cheaper; a HEAD for what the listing budget did not reach."""
         if self.assume_empty:
             return dict.fromkeys(names)
-        by_key = {self.key(n): n for n in names}
+        by_key: dict[str, list[str]] = defaultdict(list)
+        for name in names:
+            by_key[self.key(name)].append(name)  # several names can make one key
         groups: dict[str, list[str]] = defaultdict(list)
         for key in by_key:
             groups[posixpath.dirname(key)].append(key)
@@ -314,10 +358,9 @@ class S3Endpoint(Endpoint):
                 listed, last_listed = listed + 1, key.encode("utf-8", "surrogatepass")
                 if key in wanted:
                     etag = normalize_etag(entry.get("ETag"))
+                    md5 = md5_from_etag(etag, self.etag_is_md5)
                     found[key] = ObjectInfo(
-                        size=int(entry["Size"]),
-                        md5=md5_from_etag(etag, self.etag_is_md5),
-                        etag=etag,
+                        size=int(entry["Size"]), md5=md5, etag=etag, etag_md5=md5
                     )
             # A listing cut short by its budget proves absence only up to its last key.
             covered_to = (
@@ -326,11 +369,17 @@ class S3Endpoint(Endpoint):
             for key in keys:
                 if key not in found and key.encode("utf-8", "surrogatepass") <= covered_to:
                     found[key] = None
-        return {
-            name: found[key] if key in found else self.stat(name) for key, name in by_key.items()
-        }
+        result: dict[str, ObjectInfo | None] = {}
+        for key, same_key in by_key.items():
+            info = found[key] if key in found else self.stat(same_key[0])
+            for name in same_key:
+                result[name] = info
+        return result
 
     def open(self, name: str) -> IO[bytes]:
+        return self.open_info(name)[0]
+
+    def open_info(self, name: str) -> tuple[IO[bytes], ObjectInfo | None]:
         from botocore.exceptions import ClientError
 
         try:
@@ -341,7 +390,7 @@ class S3Endpoint(Endpoint):
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
                 raise FileNotFoundError(f"s3://{self.bucket}/{self.key(name)}") from None
             raise
-        return response["Body"]  # type: ignore[return-value]
+        return response["Body"], self.info_from_head(response)  # type: ignore[return-value]
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(name))

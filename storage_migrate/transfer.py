@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .conf import Conf
 from .endpoints import Endpoint, LocalEndpoint, ObjectInfo, S3Endpoint
@@ -70,20 +70,36 @@ def load_source(endpoint: Endpoint, name: str, size_hint: int | None, conf: Conf
                 size = os.fstat(f.fileno()).st_size
                 if size <= conf.IN_MEMORY_LIMIT:
                     data = f.read(conf.IN_MEMORY_LIMIT + 1)
+                    if len(data) != size:
+                        raise VerificationFailed(
+                            f"source changed while it was read: {size} bytes, {len(data)} read"
+                        )
                     return Source(digest=digest_bytes(data), data=data)
                 digest = digest_stream(f, part_size_for(size, conf))
+                if digest.size != size:
+                    raise VerificationFailed(
+                        f"source changed while it was read: {size} bytes, {digest.size} read"
+                    )
                 return Source(digest=digest, path=path)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise SourceMissing("source file does not exist") from None
     try:
-        stream = endpoint.open(name)
+        stream, info = endpoint.open_info(name)
     except FileNotFoundError:
         raise SourceMissing("source file does not exist") from None
+    size_hint = info.size if info is not None else size_hint
     with stream:
         if size_hint is not None and size_hint <= conf.IN_MEMORY_LIMIT:
-            data = stream.read()
-            return Source(digest=digest_bytes(data), data=data)
-        return _spool(stream, size_hint, conf)
+            data = stream.read(conf.IN_MEMORY_LIMIT + 1)
+            source = Source(digest=digest_bytes(data), data=data)
+        else:
+            source = _spool(stream, size_hint, conf)
+    try:
+        _check_source(source.digest, info)
+    except VerificationFailed:
+        source.close()
+        raise
+    return source
 
 
 def _spool(stream: IO[bytes], size_hint: int | None, conf: Conf) -> Source:
@@ -140,15 +156,26 @@ def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
 
 class Boto3Engine:
     """Writes objects to one S3 endpoint with boto3: put_object for files below the multipart
-    threshold (Content-MD5, the returned ETag proves the bytes), the transfer manager above it."""
+    threshold (Content-MD5, the returned ETag proves the bytes), the transfer manager above it.
+    Without overwrite, writes are conditional (If-None-Match: *), so an object that appeared
+    after the listing is never replaced; stores that do not know the header get plain writes."""
 
     def __init__(self, endpoint: S3Endpoint, conf: Conf) -> None:
         self.endpoint = endpoint
         self.conf = conf
         self.client = endpoint.client
         self.client.meta.events.register("before-call.s3.UploadPart", _add_content_md5)
+        self.client.meta.events.register(
+            "before-parameter-build.s3.CompleteMultipartUpload", self._no_clobber_multipart
+        )
         self._manager: Any = None
         self._lock = threading.Lock()
+        self.conditional_writes = True
+        self._no_clobber_keys: set[str] = set()
+
+    def _no_clobber_multipart(self, params: dict[str, Any], **_: Any) -> None:
+        if self.conditional_writes and params.get("Key") in self._no_clobber_keys:
+            params.setdefault("IfNoneMatch", "*")
 
     def manager(self) -> Any:
         with self._lock:
@@ -177,30 +204,63 @@ class Boto3Engine:
         )
         return params
 
-    def put(self, key: str, source: Source, params: dict[str, Any]) -> str | None:
-        """Write the object; return the ETag the write returned, if it returned one."""
+    def put(
+        self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
+    ) -> str | None:
+        """Write the object; return the ETag the write returned, if it returned one. Raises
+        Conflict when, without overwrite, the key was taken in the meantime."""
+        from botocore.exceptions import ClientError
+
         params = {**params, "Metadata": {**params.get("Metadata", {}), "md5": source.digest.md5}}
+        try:
+            return self._put(key, source, params, overwrite=overwrite)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise Conflict("an object appeared under this name during the copy") from None
+            if code == "NotImplemented" and not overwrite and self.conditional_writes:
+                self.conditional_writes = False  # this store has no conditional writes
+                return self._put(key, source, params, overwrite=overwrite)
+            raise
+
+    def _put(
+        self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
+    ) -> str | None:
+        conditional = not overwrite and self.conditional_writes
         if source.digest.size < self.conf.MULTIPART_THRESHOLD:
+            extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
             with source.open() as body:
                 response = self.client.put_object(
                     Bucket=self.endpoint.bucket,
                     Key=key,
                     Body=body,
                     ContentMD5=source.digest.content_md5,
-                    **params,
+                    **extra,
                 )
             return normalize_etag(response.get("ETag"))
         if source.path is None:  # pragma: no cover - large sources are always files
             raise VerificationFailed("large source is not in a file")
-        self.manager().upload(source.path, self.endpoint.bucket, key, extra_args=params).result()
+        if conditional:
+            self._no_clobber_keys.add(key)
+        try:
+            upload = self.manager().upload(
+                source.path, self.endpoint.bucket, key, extra_args=params
+            )
+            upload.result()
+        finally:
+            self._no_clobber_keys.discard(key)
         return None
 
 
+_ENGINE_LOCK = threading.Lock()
+
+
 def _engine(endpoint: S3Endpoint, conf: Conf) -> Boto3Engine:
-    engine = getattr(endpoint, "_engine", None)
-    if engine is None:
-        engine = endpoint._engine = Boto3Engine(endpoint, conf)  # type: ignore[attr-defined]
-    return engine
+    with _ENGINE_LOCK:
+        engine = getattr(endpoint, "_engine", None)
+        if engine is None:
+            engine = endpoint._engine = Boto3Engine(endpoint, conf)  # type: ignore[attr-defined]
+        return engine
 
 
 def close_engines(*endpoints: Endpoint) -> None:
@@ -220,7 +280,10 @@ def verify_s3(endpoint: S3Endpoint, name: str, digest: Digest, etag: str | None)
         raise VerificationFailed("object not found right after it was written")
     if info.size != digest.size:
         raise VerificationFailed(f"destination holds {info.size} bytes, {digest.size} were sent")
-    if endpoint.etag_is_md5 and info.etag in (digest.md5, digest.multipart_etag()):
+    multipart_proof = (
+        endpoint.etag_is_md5 and not info.encrypted and info.etag == digest.multipart_etag()
+    )
+    if info.etag_md5 == digest.md5 or multipart_proof:
         info.md5 = digest.md5
         return info
     actual = endpoint.hash(name)
@@ -241,7 +304,7 @@ def write_s3(
 ) -> ObjectInfo:
     engine = _engine(endpoint, conf)
     key = endpoint.key(name)
-    etag = engine.put(key, source, engine.write_params(key, content_type))
+    etag = engine.put(key, source, engine.write_params(key, content_type), overwrite=existed)
     try:
         return verify_s3(endpoint, name, source.digest, etag)
     except VerificationFailed:
@@ -299,15 +362,44 @@ def write_local(
         if overwrite:
             os.replace(tmp, path)
         else:
-            try:
-                os.link(tmp, path)  # atomic, and fails if the name is taken
-            except FileExistsError:
-                raise Conflict("destination file appeared during the copy") from None
-            os.unlink(tmp)
+            _move_no_clobber(tmp, path)
         return digest
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _move_no_clobber(tmp: str, path: str) -> None:
+    """Move a file into place unless the name is taken: a hard link is atomic and fails on a
+    taken name; where the filesystem has no hard links, check, then rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise Conflict("destination file appeared during the copy") from None
+    except OSError:
+        if os.path.lexists(path):
+            raise Conflict("destination file appeared during the copy") from None
+        os.rename(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+class _HashingReader:
+    """Hashes what is read through it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.md5 = new_md5()
+        self.size = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.stream.read(size if size is not None and size >= 0 else CHUNK)
+        self.md5.update(chunk)
+        self.size += len(chunk)
+        return chunk
+
+    def digest(self) -> Digest:
+        return Digest(size=self.size, md5=self.md5.hexdigest())
 
 
 def write_generic(endpoint: Endpoint, name: str, stream: IO[bytes], *, overwrite: bool) -> Digest:
@@ -318,11 +410,18 @@ def write_generic(endpoint: Endpoint, name: str, stream: IO[bytes], *, overwrite
         if not overwrite:
             raise Conflict("destination exists")
         endpoint.storage.delete(name)
-    saved = endpoint.storage.save(name, File(stream, name=os.path.basename(name)))
+    reader = _HashingReader(stream)
+    saved = endpoint.storage.save(name, File(cast(IO[bytes], reader), name=os.path.basename(name)))
     if saved != name:
         endpoint.storage.delete(saved)
         raise Conflict(f"the storage saved the file as {saved!r}, not under its name")
-    return endpoint.hash(name)
+    for _chunk in iter(lambda: reader.read(CHUNK), b""):  # what the storage left unread
+        pass
+    sent, stored = reader.digest(), endpoint.hash(name)
+    if (stored.size, stored.md5) != (sent.size, sent.md5):
+        endpoint.storage.delete(name)
+        raise VerificationFailed(f"destination MD5 {stored.md5} differs from source {sent.md5}")
+    return sent
 
 
 @dataclass
@@ -354,9 +453,10 @@ def copy_file(
         finally:
             source.close()
     try:
-        stream = src.open(name)
+        stream, opened = src.open_info(name)
     except FileNotFoundError:
         raise SourceMissing("source file does not exist") from None
+    source_info = opened or source_info
     with stream:
         if isinstance(dst, LocalEndpoint):
             expected = source_info.md5 if source_info else None

@@ -333,9 +333,9 @@ def test_a_copy_that_fails_verification_is_removed_and_the_row_untouched(
     row = make("fragile.txt", b"the real bytes")
     real_put = transfer.Boto3Engine.put
 
-    def corrupting_put(self: Any, key: str, source: Any, params: Any) -> Any:
+    def corrupting_put(self: Any, key: str, source: Any, params: Any, **kwargs: Any) -> Any:
         source.data = b"corrupted in transit"  # what the server stores is not what we hashed
-        real_put(self, key, source, params)
+        real_put(self, key, source, params, **kwargs)
         return None
 
     monkeypatch.setattr(transfer.Boto3Engine, "put", corrupting_put)
