@@ -40,13 +40,35 @@ def file_fields(model: type[models.Model]) -> list[models.FileField]:
     ]
 
 
-def metadata_columns(model: type[models.Model], conf: Conf) -> dict[str, str]:
-    """Columns found by role name, overridden by STORAGE_MIGRATE['METADATA_FIELDS']."""
-    mapping = dict((conf.METADATA_FIELDS or {}).get(model._meta.label, {}))
+def metadata_columns(
+    model: type[models.Model], field: models.FileField, conf: Conf
+) -> dict[str, str]:
+    """The metadata columns of one FileField: STORAGE_MIGRATE['METADATA_FIELDS'] under
+    "app.Model.field" (or "app.Model"), else columns found by role name. Columns describe one
+    file, so a model with several FileFields has them only where a "app.Model.field" key maps
+    them; its other fields move their files alone."""
+    label = model._meta.label
+    configured = conf.METADATA_FIELDS or {}
+    single = len(file_fields(model)) == 1
+    field_key = f"{label}.{field.name}"
+    if field_key in configured:
+        mapping = dict(configured[field_key])
+    elif label in configured:
+        if not single:
+            raise ImproperlyConfigured(
+                f"STORAGE_MIGRATE['METADATA_FIELDS'][{label!r}]: {label} has several FileFields; "
+                f"map each one under '{label}.<field>'"
+            )
+        mapping = dict(configured[label])
+    elif single:
+        mapping = {}
+    else:
+        return {}
+    where = field_key if field_key in configured else label
     unknown = sorted(set(mapping) - set(METADATA_ROLES))
     if unknown:
         raise ImproperlyConfigured(
-            f"STORAGE_MIGRATE['METADATA_FIELDS'][{model._meta.label!r}] has unknown role(s) "
+            f"STORAGE_MIGRATE['METADATA_FIELDS'][{where!r}] has unknown role(s) "
             f"{', '.join(unknown)} (known: {', '.join(METADATA_ROLES)})"
         )
     columns: dict[str, str] = {}
@@ -55,16 +77,16 @@ def metadata_columns(model: type[models.Model], conf: Conf) -> dict[str, str]:
         if column is None:
             continue
         try:
-            field = model._meta.get_field(column)
+            found = model._meta.get_field(column)
         except FieldDoesNotExist:
             if role in mapping:
                 raise ImproperlyConfigured(
-                    f"STORAGE_MIGRATE['METADATA_FIELDS'] maps {role!r} of "
-                    f"{model._meta.label} to {column!r}, which the model does not have."
+                    f"STORAGE_MIGRATE['METADATA_FIELDS'][{where!r}] maps {role!r} to "
+                    f"{column!r}, which {label} does not have."
                 ) from None
             continue
-        if field.concrete:
-            columns[role] = str(field.attname)
+        if found.concrete:
+            columns[role] = str(found.attname)
     return columns
 
 
@@ -95,8 +117,7 @@ def parse_target(spec: str, conf: Conf) -> list[Target]:
             )
     elif not fields:
         raise ImproperlyConfigured(f"{model._meta.label} has no FileField to migrate")
-    columns = metadata_columns(model, conf)
-    return [Target(model, f, columns) for f in fields]
+    return [Target(model, f, metadata_columns(model, f, conf)) for f in fields]
 
 
 def resolve_targets(specs: list[str] | tuple[str, ...] | None, conf: Conf) -> list[Target]:
@@ -111,10 +132,9 @@ def resolve_targets(specs: list[str] | tuple[str, ...] | None, conf: Conf) -> li
         for model in apps.get_models():
             if model._meta.abstract or model._meta.proxy:
                 continue
-            fields = file_fields(model)
-            if fields:
-                columns = metadata_columns(model, conf)
-                targets.extend(Target(model, f, columns) for f in fields)
+            targets.extend(
+                Target(model, f, metadata_columns(model, f, conf)) for f in file_fields(model)
+            )
     seen: set[tuple[str, str]] = set()
     unique = []
     for t in targets:

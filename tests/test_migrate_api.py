@@ -134,12 +134,16 @@ def test_missing_source_is_reported_and_the_run_goes_on(s3_bucket: str) -> None:
         "file_manager/../../outside.txt",
         "bad\x00name.txt",
         "tab\tname.txt",
-        "x" * 1100 + ".txt",
+        "file_manager/" + "日" * 400 + ".txt",  # 400 characters, over 1024 bytes as a key
     ],
 )
 def test_unsafe_names_are_never_read_or_written(
     s3_bucket: str, media_root: Path, name: str
 ) -> None:
+    from django.db import connection
+
+    if "\x00" in name and connection.vendor == "postgresql":
+        pytest.skip("PostgreSQL cannot store a NUL byte in a text column: no such row exists")
     row = make("innocent.txt", b"x")
     outside = media_root.parent / "outside.txt"
     outside.write_bytes(b"secret")
@@ -364,7 +368,7 @@ def test_plain_filefield_without_metadata_moves_only_the_file(
 
 def test_mapped_metadata_columns_and_field_selection(s3_bucket: str, settings: Any) -> None:
     settings.STORAGE_MIGRATE = {
-        "METADATA_FIELDS": {"testapp.Document": {"checksum": "md5_hex", "file_size": "bytes"}}
+        "METADATA_FIELDS": {"testapp.Document.scan": {"checksum": "md5_hex", "file_size": "bytes"}}
     }
     doc = Document.objects.create(
         scan=ContentFile(b"scan", name="s.pdf"), preview=ContentFile(b"pre", name="p.png")
@@ -490,3 +494,26 @@ def test_kms_etags_are_not_taken_as_md5s(
     downloads.clear()
     again = migrate_storage(to="s3")
     assert (again.skipped, downloads) == (1, [])  # the md5 metadata serves on a re-run
+
+
+def test_several_filefields_do_not_share_metadata_columns(s3_bucket: str, settings: Any) -> None:
+    settings.STORAGE_MIGRATE = {
+        "METADATA_FIELDS": {"testapp.Document.scan": {"checksum": "md5_hex", "file_size": "bytes"}}
+    }
+    doc = Document.objects.create(
+        scan=ContentFile(b"the scan", name="s.pdf"), preview=ContentFile(b"pre", name="p.png")
+    )
+
+    first = migrate_storage(to="s3", models=["testapp.Document"])
+    second = migrate_storage(to="s3", models=["testapp.Document"])
+
+    assert (first.copied, first.problems) == (2, [])
+    assert (second.skipped, second.problems) == (2, [])
+    doc.refresh_from_db()
+    assert (doc.md5_hex, doc.bytes, doc.bucket) == (md5(b"the scan"), 8, s3_bucket)
+
+
+def test_a_model_wide_mapping_is_refused_for_several_filefields(settings: Any) -> None:
+    settings.STORAGE_MIGRATE = {"METADATA_FIELDS": {"testapp.Document": {"checksum": "md5_hex"}}}
+    with pytest.raises(ConfigurationError, match="several FileFields"):
+        migrate_storage(to="s3", models=["testapp.Document"])

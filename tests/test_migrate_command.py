@@ -349,11 +349,6 @@ def test_dry_run_text_summary(s3_bucket: str, rows: dict[str, FileManager]) -> N
     ), out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: --dry-run never hashes sources, so a stored checksum that disagrees "
-    "with the file is not reported (the real run reports checksum_mismatch)",
-)
 def test_dry_run_predicts_a_checksum_mismatch(s3_bucket: str) -> None:
     row = make_row("wrong.txt", b"bytes whose md5 is not stored")
     FileManager.objects.filter(pk=row.pk).update(checksum="0" * 32)
@@ -500,12 +495,6 @@ def test_conflict_without_overwrite(s3_bucket: str) -> None:
     assert_migrated(row, s3_bucket, b"ours")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="library bug: call_command(report='path') passes a str, which argparse's type=Path "
-    "never converts; handle() calls options['report'].write_text() after the run",
-)
 def test_report_as_a_keyword(s3_bucket: str, rows: dict[str, FileManager], tmp_path: Path) -> None:
     path = tmp_path / "report.json"
     error, _, _ = run_failing("--to", "s3", report=str(path))
@@ -513,11 +502,6 @@ def test_report_as_a_keyword(s3_bucket: str, rows: dict[str, FileManager], tmp_p
     assert json.loads(path.read_text(encoding="utf-8"))["totals"]["copied"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: an unwritable --report path is found only after the run copied files "
-    "and updated rows; it exits 2 ('nothing written') and the report is never printed",
-)
 def test_unwritable_report_path_is_refused_before_anything_is_written(
     s3_bucket: str, rows: dict[str, FileManager], tmp_path: Path
 ) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -27,6 +28,20 @@ def non_negative_int(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return number
+
+
+def check_writable(path: Path) -> None:
+    """Refuse a report path that cannot be written, before anything is copied."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CommandError(f"--report {path} is a directory", returncode=EXIT_CONFIG)
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise CommandError(
+            f"--report {path}: folder {folder} does not exist or is not writable",
+            returncode=EXIT_CONFIG,
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CommandError(f"--report {path} is not writable", returncode=EXIT_CONFIG)
 
 
 class Command(BaseCommand):
@@ -100,8 +115,24 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        """Bad options exit 2 also through call_command() (Django's parser says 1 there)."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        report_error = parser.error
+
+        def error(message: str) -> NoReturn:
+            if parser.called_from_command_line:
+                report_error(message)
+            raise CommandError(f"Error: {message}", returncode=EXIT_CONFIG)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
+
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = int(options["verbosity"])
+        report_path = Path(options["report"]) if options["report"] else None
+        if report_path is not None:
+            check_writable(report_path)
         progress = Progress(self, verbosity, enabled=not options["no_progress"])
         try:
             report = migrate_storage(
@@ -130,12 +161,13 @@ class Command(BaseCommand):
         finally:
             progress.close()
 
-        if options["report"]:
+        if report_path is not None:
             try:
-                options["report"].write_text(report.to_json() + "\n", encoding="utf-8")
+                report_path.write_text(report.to_json() + "\n", encoding="utf-8")
             except OSError as exc:
+                self.render(report, options["format"], verbosity)
                 raise CommandError(
-                    f"Could not write the report to {options['report']}: {exc}",
+                    f"Could not write the report to {report_path}: {exc}",
                     returncode=EXIT_CONFIG,
                 ) from None
         self.render(report, options["format"], verbosity)

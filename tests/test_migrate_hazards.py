@@ -1,0 +1,286 @@
+"""The ways a migration can go wrong on a real site, each found by review and fixed: shared
+files, re-runs after --delete-source, objects appearing mid-run, sources changing, rows vanishing,
+storages failing, corrupting storages."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+
+from core.models import FileManager
+from storage_migrate import migrate_storage
+from storage_migrate import migration as mig
+from storage_migrate.testing import s3_client
+from tests.conftest import reset_storages
+from tests.testapp.models import Attachment
+
+pytestmark = pytest.mark.django_db
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def make(name: str, data: bytes, **fields: Any) -> FileManager:
+    return FileManager.objects.create(file=ContentFile(data, name=name), **fields)
+
+
+def s3_body(bucket: str, key: str) -> bytes:
+    return bytes(s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def kinds(report: Any) -> list[str]:
+    return sorted(p.kind for p in report.problems)
+
+
+def share_file(row: FileManager, other: FileManager, **fields: Any) -> None:
+    """Make `other` point at the same file as `row` (sites do this: copied rows, fixtures)."""
+    FileManager.objects.filter(pk=other.pk).update(file=row.file.name, **fields)
+
+
+def test_rerun_after_delete_source_converges(s3_bucket: str, media_root: Path) -> None:
+    rows = [make(f"d{i}.txt", f"data {i}".encode()) for i in range(3)]
+    item = Attachment.objects.create(upload=ContentFile(b"bare", name="bare.txt"))
+    first = migrate_storage(to="s3", delete_source=True)
+    assert (first.copied, first.problems) == (4, [])
+    assert not any((media_root / r.file.name).exists() for r in rows)
+    assert not (media_root / item.upload.name).exists()
+
+    again = migrate_storage(to="s3", delete_source=True)
+
+    assert (again.skipped, again.problems) == (4, []), again.problems
+    assert migrate_storage(to="s3").exit_code == 0
+
+
+def test_rows_sharing_a_file_across_batches_with_delete_source(
+    s3_bucket: str, media_root: Path
+) -> None:
+    first = make("shared.txt", b"shared bytes")
+    for i in range(5):
+        make(f"filler {i}.txt", b"x")
+    second = make("other.txt", b"zz")
+    share_file(first, second, checksum=md5(b"shared bytes"), file_size=12)
+
+    report = migrate_storage(to="s3", delete_source=True, workers=1, batch_size=2)
+
+    assert report.problems == []
+    second.refresh_from_db()
+    assert second.bucket == s3_bucket
+    assert s3_body(s3_bucket, first.file.name) == b"shared bytes"
+
+
+@pytest.mark.parametrize("dubious_first", [True, False])
+def test_a_shared_source_stays_when_any_row_sharing_it_has_a_problem(
+    s3_bucket: str, media_root: Path, dubious_first: bool
+) -> None:
+    first = make("shared.txt", b"shared bytes")
+    second = make("other.txt", b"zz")
+    share_file(first, second, checksum=md5(b"shared bytes"), file_size=12)
+    dubious = first if dubious_first else second
+    FileManager.objects.filter(pk=dubious.pk).update(checksum="f" * 32)
+
+    report = migrate_storage(to="s3", delete_source=True, workers=2)
+
+    assert kinds(report) == ["checksum_mismatch"]
+    assert (media_root / first.file.name).read_bytes() == b"shared bytes"
+
+
+def test_rows_sharing_a_file_back_to_local_are_not_conflicts(
+    s3_bucket: str, media_root: Path
+) -> None:
+    first = make("shared.txt", b"shared bytes")
+    second = make("other.txt", b"zz")
+    share_file(first, second, checksum=md5(b"shared bytes"), file_size=12)
+    assert migrate_storage(to="s3").problems == []
+    (media_root / first.file.name).unlink()
+
+    report = migrate_storage(to="local", workers=4)
+
+    assert (report.copied, report.skipped, report.problems) == (1, 1, [])
+    assert (media_root / first.file.name).read_bytes() == b"shared bytes"
+
+
+def test_a_failed_second_write_never_removes_a_committed_object(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage_migrate import transfer
+
+    first = make("shared.txt", b"the real bytes")
+    second = make("other.txt", b"zz")
+    share_file(first, second, checksum=md5(b"the real bytes"), file_size=14)
+    real_put = transfer.Boto3Engine.put
+    calls: list[str] = []
+
+    def put(self: Any, key: str, source: Any, params: Any, **kwargs: Any) -> Any:
+        calls.append(key)
+        if len(calls) > 1:
+            source.data = b"corrupted in transit"
+        return real_put(self, key, source, params, **kwargs)
+
+    monkeypatch.setattr(transfer.Boto3Engine, "put", put)
+
+    report = migrate_storage(to="s3", workers=2)
+
+    assert len(calls) == 1  # the second row found the first one's verified copy
+    assert (report.copied, report.skipped, report.problems) == (1, 1, [])
+    assert s3_body(s3_bucket, first.file.name) == b"the real bytes"
+
+
+def test_two_names_that_make_one_key(s3_bucket: str) -> None:
+    first = make("x.txt", b"x")
+    second = make("y.txt", b"y")
+    FileManager.objects.filter(pk=second.pk).update(file=first.file.name.replace("/x", "//x"))
+
+    report = migrate_storage(to="s3")
+
+    assert report.rows == 2
+    assert s3_body(s3_bucket, first.file.name) == b"x"
+
+
+def test_a_failing_destination_fails_its_rows_not_the_run(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from storage_migrate.endpoints import S3Endpoint
+
+    make("a.txt", b"a")
+    make("b.txt", b"b")
+
+    def refused(self: Any, name: str) -> Any:
+        response: Any = {"Error": {"Code": "403"}, "ResponseMetadata": {"HTTPStatusCode": 403}}
+        raise ClientError(response, "HeadObject")
+
+    monkeypatch.setattr(S3Endpoint, "stat", refused)
+    monkeypatch.setattr(S3Endpoint, "stat_many", lambda self, names: refused(self, ""))
+
+    report = migrate_storage(to="s3")
+
+    assert (report.rows, kinds(report)) == (2, ["error", "error"])
+    assert all("403" in p.detail for p in report.problems)
+
+
+def test_a_row_that_vanishes_mid_run_is_an_error_not_a_copy(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = make("v.txt", b"v")
+    real_finish = mig.Migration._finish
+
+    def finish(self: Any, result: Any) -> None:
+        FileManager.objects.filter(pk=result.row.pk).update(file="file_manager/elsewhere.txt")
+        real_finish(self, result)
+
+    monkeypatch.setattr(mig.Migration, "_finish", finish)
+
+    report = migrate_storage(to="s3")
+
+    assert (report.copied, report.failed, kinds(report)) == (0, 1, ["error"])
+    row.refresh_from_db()
+    assert row.bucket == ""
+
+
+def test_a_deleted_row_keeps_its_source(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = make("v.txt", b"v")
+    migrate_storage(to="s3")
+    real_finish = mig.Migration._finish
+
+    def finish(self: Any, result: Any) -> None:
+        FileManager.objects.filter(pk=result.row.pk).delete()
+        real_finish(self, result)
+
+    monkeypatch.setattr(mig.Migration, "_finish", finish)
+
+    report = migrate_storage(to="s3", delete_source=True)
+
+    assert kinds(report) == ["error"]
+    assert (media_root / row.file.name).exists()
+
+
+def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = make("j.txt", b"version one")
+    path = media_root / row.file.name
+    real_copy = mig.copy_file  # type: ignore[attr-defined]
+
+    def copy_then_site_writes(*args: Any, **kwargs: Any) -> Any:
+        copied = real_copy(*args, **kwargs)
+        path.write_bytes(b"version two, written by the site just after our read")
+        return copied
+
+    monkeypatch.setattr(mig, "copy_file", copy_then_site_writes)
+
+    report = migrate_storage(to="s3", delete_source=True)
+
+    assert kinds(report) == ["error"]
+    assert path.read_bytes() == b"version two, written by the site just after our read"
+    row.refresh_from_db()
+    assert row.bucket == ""  # the row does not point at the stale copy
+    assert s3_client().list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+    monkeypatch.setattr(mig, "copy_file", real_copy)
+    # The next run copies what the file holds now, and says the row's checksum is stale.
+    assert kinds(migrate_storage(to="s3")) == ["checksum_mismatch", "size_mismatch"]
+    assert s3_body(s3_bucket, row.file.name) == path.read_bytes()
+
+
+def test_an_object_that_appears_after_the_listing_is_not_overwritten(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage_migrate.endpoints import S3Endpoint
+
+    row = make("k.txt", b"ours")
+    real_stat_many = S3Endpoint.stat_many
+
+    def stat_many_then_site_uploads(self: Any, names: Any) -> Any:
+        found = real_stat_many(self, names)
+        s3_client().put_object(Bucket=self.bucket, Key=row.file.name, Body=b"a site upload")
+        return found
+
+    monkeypatch.setattr(S3Endpoint, "stat_many", stat_many_then_site_uploads)
+
+    report = migrate_storage(to="s3")
+
+    assert kinds(report) == ["conflict"]
+    assert s3_body(s3_bucket, row.file.name) == b"a site upload"
+
+
+def test_a_corrupting_generic_storage_is_caught(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.files.storage import InMemoryStorage
+
+    row = make("h.txt", b"the real bytes")
+    FileManager.objects.filter(pk=row.pk).update(checksum="", file_size=None)
+    memory = {"BACKEND": "django.core.files.storage.InMemoryStorage"}
+    settings.STORAGES = {**settings.STORAGES, "memory": memory}
+    reset_storages()
+    real_save = InMemoryStorage._save  # type: ignore[attr-defined]
+
+    def corrupting_save(self: Any, name: str, content: Any) -> Any:
+        return real_save(self, name, ContentFile(b"CORRUPTED"))
+
+    monkeypatch.setattr(InMemoryStorage, "_save", corrupting_save)
+
+    report = migrate_storage(to="memory", source="local")
+
+    assert kinds(report) == ["error"]
+    row.refresh_from_db()
+    assert (row.checksum, row.file_size) == ("", None)
+
+
+def test_a_generic_storage_round_trip(settings: Any) -> None:
+    memory = {"BACKEND": "django.core.files.storage.InMemoryStorage"}
+    settings.STORAGES = {**settings.STORAGES, "memory": memory}
+    reset_storages()
+    make("g.txt", b"generic")
+
+    report = migrate_storage(to="memory", source="local")
+
+    assert (report.copied, report.problems) == (1, [])
+    assert migrate_storage(to="memory", source="local").skipped == 1
