@@ -517,3 +517,47 @@ def test_a_model_wide_mapping_is_refused_for_several_filefields(settings: Any) -
     settings.STORAGE_MIGRATE = {"METADATA_FIELDS": {"testapp.Document": {"checksum": "md5_hex"}}}
     with pytest.raises(ConfigurationError, match="several FileFields"):
         migrate_storage(to="s3", models=["testapp.Document"])
+
+
+def test_refused_credentials_are_a_configuration_error(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    make("x.txt", b"x")
+    real_call = BaseClient._make_api_call
+
+    def refuse(self: Any, operation: str, params: Any) -> Any:
+        if operation == "HeadBucket":
+            response: Any = {
+                "Error": {"Code": "InvalidAccessKeyId"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            }
+            raise ClientError(response, operation)
+        return real_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", refuse)
+
+    with pytest.raises(ConfigurationError, match=r"refused the credentials.*AWS_ACCESS_KEY_ID"):
+        migrate_storage(to="s3")
+    monkeypatch.setattr(BaseClient, "_make_api_call", real_call)
+    assert s3_keys(s3_bucket) == []
+
+
+def test_location_prefix_on_the_source(s3_bucket: str, settings: Any, media_root: Path) -> None:
+    from tests.conftest import reset_storages
+
+    settings.AWS_LOCATION = "old/prefix"
+    settings.STORAGES = {**settings.STORAGES, "default": settings.STORAGES["s3"]}
+    reset_storages()
+    row = make("from-prefixed.txt", b"prefixed source")
+    assert not (media_root / row.file.name).exists()
+    assert s3_keys(s3_bucket) == [f"old/prefix/{row.file.name}"]
+
+    report = migrate_storage(to="local")
+
+    assert (report.copied, report.problems) == (1, [])
+    assert (media_root / row.file.name).read_bytes() == b"prefixed source"
+    row.refresh_from_db()
+    assert (row.bucket, row.object_key) == ("", row.file.name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,20 @@ def test_delete_source_only_for_clean_rows(
     for name in ("one.txt", "two.txt"):
         rows[name].refresh_from_db()
         assert rows[name].bucket == http_bucket
+
+
+def test_unreachable_endpoint_exits_2_quickly(manage_py: ManagePy) -> None:
+    from storage_migrate.testing import free_port
+
+    FileManager.objects.create(file=ContentFile(b"x", name="x.txt"))
+    manage_py.env["AWS_S3_ENDPOINT_URL"] = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+
+    result = manage_py("migrate_storage", "--to", "s3", "--no-progress", timeout=60)
+
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Cannot reach S3" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert FileManager.objects.get().bucket == ""
