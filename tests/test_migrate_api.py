@@ -526,7 +526,7 @@ def test_refused_credentials_are_a_configuration_error(
     from botocore.exceptions import ClientError
 
     make("x.txt", b"x")
-    real_call = BaseClient._make_api_call
+    real_call = BaseClient._make_api_call  # type: ignore[attr-defined]
 
     def refuse(self: Any, operation: str, params: Any) -> Any:
         if operation == "HeadBucket":
