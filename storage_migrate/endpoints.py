@@ -276,8 +276,13 @@ class S3Endpoint(Endpoint):
             head.get("SSECustomerAlgorithm")
         )
         etag_md5 = md5_from_etag(etag, self.etag_is_md5 and not encrypted)
-        meta = str((head.get("Metadata") or {}).get("md5", "")).lower()
-        meta_md5 = meta if is_md5_hex(meta) else None
+        metadata = head.get("Metadata") or {}
+        meta = str(metadata.get("md5", "")).lower()
+        # Our md5 metadata speaks for these bytes only while the ETag is still the one the
+        # upload was made with (a multipart ETag, recorded beside it); under KMS no ETag can
+        # say anything, and the metadata is all there is short of reading the object.
+        bound = encrypted or normalize_etag(metadata.get("etag")) == etag or etag_md5 is not None
+        meta_md5 = meta if is_md5_hex(meta) and bound else None
         return ObjectInfo(
             size=int(head["ContentLength"]),
             md5=etag_md5 or meta_md5,

@@ -211,7 +211,11 @@ class Boto3Engine:
         Conflict when, without overwrite, the key was taken in the meantime."""
         from botocore.exceptions import ClientError
 
-        params = {**params, "Metadata": {**params.get("Metadata", {}), "md5": source.digest.md5}}
+        metadata = {**params.get("Metadata", {}), "md5": source.digest.md5}
+        if source.digest.size >= self.conf.MULTIPART_THRESHOLD and source.digest.part_md5s:
+            # The ETag the parts will give: it binds the md5 metadata to these very bytes.
+            metadata["etag"] = str(source.digest.multipart_etag())
+        params = {**params, "Metadata": metadata}
         try:
             return self._put(key, source, params, overwrite=overwrite)
         except ClientError as exc:

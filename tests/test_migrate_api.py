@@ -273,6 +273,7 @@ def test_multipart_upload_is_verified_and_rerun_skips_it(
     head = s3_client().head_object(Bucket=s3_bucket, Key=row.file.name)
     assert head["ETag"].strip('"').endswith("-3")
     assert head["Metadata"]["md5"] == md5(data)
+    assert head["Metadata"]["etag"] == head["ETag"].strip('"')  # binds the md5 to these bytes
     assert s3_bytes(s3_bucket, row.file.name) == data
     again = migrate_storage(to="s3")
     assert (again.copied, again.skipped) == (0, 1)
@@ -561,3 +562,25 @@ def test_location_prefix_on_the_source(s3_bucket: str, settings: Any, media_root
     assert (media_root / row.file.name).read_bytes() == b"prefixed source"
     row.refresh_from_db()
     assert (row.bucket, row.object_key) == ("", row.file.name)
+
+
+def test_md5_metadata_behind_a_foreign_multipart_etag_proves_nothing(
+    s3_bucket: str, settings: Any
+) -> None:
+    from boto3.s3.transfer import TransferConfig
+
+    settings.STORAGE_MIGRATE = {"MULTIPART_THRESHOLD": 5 * MiB, "MULTIPART_CHUNKSIZE": 5 * MiB}
+    data = os.urandom(6 * MiB)
+    row = make("clip.mp4", data)
+    # Another tool wrote other bytes there in parts, claiming our checksum in its metadata.
+    s3_client().upload_fileobj(
+        __import__("io").BytesIO(os.urandom(6 * MiB)),
+        s3_bucket,
+        row.file.name,
+        ExtraArgs={"Metadata": {"md5": md5(data)}},
+        Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB),
+    )
+
+    report = migrate_storage(to="s3")
+
+    assert kinds(report) == ["conflict"]
