@@ -46,6 +46,10 @@ def steps(count: int, large: int) -> list[Step]:
             "Run it again: everything is already there, nothing is copied twice",
             ["migrate_storage", "--to", "s3", "--no-progress"],
         ),
+        Step(
+            "Prove every row's file is in S3 with its size and MD5, and look for orphans",
+            ["verify_files", "--storage", "s3", "--orphans", "--no-progress"],
+        ),
     ]
 
 

@@ -5,19 +5,30 @@ Public API::
     from storage_migrate import migrate_storage
     report = migrate_storage(to="s3")          # local -> s3
     report.exit_code, report.totals, report.problems
+
+    from storage_migrate import verify_files
+    report = verify_files(level="checksum", orphans=True)
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["ConfigurationError", "MigrationReport", "Problem", "migrate_storage"]
+__all__ = [
+    "ConfigurationError",
+    "MigrationReport",
+    "Problem",
+    "VerificationReport",
+    "migrate_storage",
+    "verify_files",
+]
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .errors import ConfigurationError
     from .migration import migrate_storage
-    from .report import MigrationReport, Problem
+    from .report import MigrationReport, Problem, VerificationReport
+    from .verification import verify_files
 
 
 def __getattr__(name: str) -> Any:
@@ -30,7 +41,11 @@ def __getattr__(name: str) -> Any:
         from .errors import ConfigurationError
 
         return ConfigurationError
-    if name in ("MigrationReport", "Problem"):
+    if name == "verify_files":
+        from .verification import verify_files
+
+        return verify_files
+    if name in ("MigrationReport", "Problem", "VerificationReport"):
         from . import report
 
         return getattr(report, name)

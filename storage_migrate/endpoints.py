@@ -120,6 +120,30 @@ class Endpoint:
     def delete(self, name: str) -> None:
         self.storage.delete(name)
 
+    def iter_objects(self, prefix: str = "") -> Iterator[tuple[str, ObjectInfo]]:
+        """Every object whose name starts with ``prefix``, in UTF-8 byte order of the names
+        (the order S3 lists in), as a stream."""
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        yield from self._walk(folder, prefix)
+
+    def _walk(self, folder: str, prefix: str) -> Iterator[tuple[str, ObjectInfo]]:
+        try:
+            dirs, files = self.storage.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        entries = [(d + "/", True) for d in dirs] + [(f, False) for f in files]
+        for entry, is_dir in sorted(entries, key=lambda e: _utf8(e[0])):
+            name = f"{folder}/{entry}" if folder else entry
+            if is_dir:
+                if name.startswith(prefix) or prefix.startswith(name):
+                    yield from self._walk(name.rstrip("/"), prefix)
+            elif name.startswith(prefix):
+                yield name, ObjectInfo(size=self.storage.size(name))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
 
 class LocalEndpoint(Endpoint):
     """A FileSystemStorage: files under its location (MEDIA_ROOT)."""
@@ -151,6 +175,25 @@ class LocalEndpoint(Endpoint):
 
     def open(self, name: str) -> IO[bytes]:
         return open(self.local_path(name), "rb")
+
+    def _walk(self, folder: str, prefix: str) -> Iterator[tuple[str, ObjectInfo]]:
+        try:
+            scanned = list(os.scandir(os.path.join(self.storage.location, folder)))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        entries = []
+        for entry in scanned:
+            if entry.is_dir(follow_symlinks=False):
+                entries.append((entry.name + "/", entry))
+            elif entry.is_file(follow_symlinks=False):
+                entries.append((entry.name, entry))
+        for label, entry in sorted(entries, key=lambda e: _utf8(e[0])):
+            name = f"{folder}/{label}" if folder else label
+            if label.endswith("/"):
+                if name.startswith(prefix) or prefix.startswith(name):
+                    yield from self._walk(name.rstrip("/"), prefix)
+            elif name.startswith(prefix):
+                yield name, ObjectInfo(size=entry.stat(follow_symlinks=False).st_size)
 
     def fingerprint(self, name: str) -> Fingerprint | None:
         try:
@@ -388,6 +431,22 @@ class S3Endpoint(Endpoint):
     def open(self, name: str) -> IO[bytes]:
         return self.open_info(name)[0]
 
+    @property
+    def key_prefix(self) -> str:
+        location = str(self.s3storage.location or "").strip("/")
+        return f"{location}/" if location else ""
+
+    def iter_objects(self, prefix: str = "") -> Iterator[tuple[str, ObjectInfo]]:
+        """One ListObjectsV2 stream (1000 keys a request); names without the location prefix."""
+        start = self.key_prefix
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=start + prefix):
+            for entry in page.get("Contents", ()):
+                etag = normalize_etag(entry.get("ETag"))
+                md5 = md5_from_etag(etag, self.etag_is_md5)
+                info = ObjectInfo(size=int(entry["Size"]), md5=md5, etag=etag, etag_md5=md5)
+                yield entry["Key"][len(start) :], info
+
     def open_info(self, name: str) -> tuple[IO[bytes], ObjectInfo | None]:
         from botocore.exceptions import ClientError
 
@@ -414,6 +473,26 @@ def endpoint_for(alias: str, conf: Conf) -> Endpoint:
         raise ConfigurationError(
             f"Storage alias {alias!r} is not in STORAGES (known: {known})"
         ) from None
+    return endpoint_for_storage(alias, storage, conf)
+
+
+def alias_of(storage: Storage) -> str | None:
+    """The STORAGES alias whose instance a field's storage is (default_storage is 'default')."""
+    from django.core.files.storage import default_storage
+
+    if storage is default_storage:
+        return "default"
+    for alias in getattr(settings, "STORAGES", {}) or {}:
+        try:
+            if storages[alias] is storage:
+                return str(alias)
+        except InvalidStorageError:  # pragma: no cover - a broken alias is not this one
+            continue
+    return None
+
+
+def endpoint_for_storage(alias: str, storage: Storage, conf: Conf) -> Endpoint:
+    """An endpoint for a storage instance (a field's own storage, or an alias's)."""
     if isinstance(storage, FileSystemStorage):
         return LocalEndpoint(alias, storage, conf)
     try:

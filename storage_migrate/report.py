@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -147,3 +149,166 @@ class MigrationReport:
         lines = [f"{self.source} -> {self.destination}: {self.summary()}"]
         lines += [p.line() for p in self.problems]
         return "\n".join(lines)
+
+
+OK = "ok"
+METADATA_MISMATCH = "metadata_mismatch"
+UNVERIFIABLE = "unverifiable"
+ORPHAN = "orphan"
+VERIFY_PROBLEMS = (
+    UNSAFE_NAME,
+    MISSING,
+    SIZE_MISMATCH,
+    CHECKSUM_MISMATCH,
+    METADATA_MISMATCH,
+    ERROR,
+    UNVERIFIABLE,
+    ORPHAN,
+)
+DEFAULT_FAIL_ON = tuple(k for k in VERIFY_PROBLEMS if k != ORPHAN)
+# Past this many rows, JUnit gets one case per problem and a summary case, not one per row.
+JUNIT_MAX_CASES = 10_000
+
+
+@dataclass
+class VerificationReport:
+    """What a verify_files run found: one outcome per row, every problem, orphans."""
+
+    storage: str
+    level: str
+    sample: int | None = None
+    started_at: datetime = field(default_factory=now)
+    finished_at: datetime | None = None
+    rows: int = 0
+    ok: int = 0
+    downloaded: int = 0
+    unchecked: int = 0
+    fixed: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    fail_on: tuple[str, ...] = DEFAULT_FAIL_ON
+    # (model, field, pk, name) of the rows found ok, kept only while JUnit wants one case a row.
+    ok_rows: list[tuple[str, str, Any, str]] | None = field(default_factory=list)
+    command: str = "verify_files"
+
+    def add_ok(self, model: str, field_name: str, pk: Any, name: str) -> None:
+        self.ok += 1
+        if self.ok_rows is not None:
+            self.ok_rows.append((model, field_name, pk, name))
+            if len(self.ok_rows) > JUNIT_MAX_CASES:
+                self.ok_rows = None  # too many: JUnit falls back to a summary case
+
+    @property
+    def orphans(self) -> int:
+        return sum(1 for p in self.problems if p.kind == ORPHAN)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROBLEMS if any(p.kind in self.fail_on for p in self.problems) else EXIT_OK
+
+    @property
+    def seconds(self) -> float:
+        return ((self.finished_at or now()) - self.started_at).total_seconds()
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "ok": self.ok,
+            "problems": len(self.problems),
+            "orphans": self.orphans,
+            "downloaded": self.downloaded,
+            "unchecked": self.unchecked,
+            "fixed": self.fixed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "storage": self.storage,
+            "level": self.level,
+            "sample": self.sample,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "totals": self.totals,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)
+
+    def summary(self) -> str:
+        counts = Counter(p.kind for p in self.problems)
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+        problems = plural(len(self.problems), "problem") + (f" ({kinds})" if kinds else "")
+        scope = f" (a random sample of at most {self.sample} a field)" if self.sample else ""
+        extra = []
+        if self.unchecked:
+            extra.append(f"{self.unchecked} without a stored checksum")
+        if self.downloaded:
+            extra.append(f"{self.downloaded} read to hash")
+        if self.fixed:
+            extra.append(f"{self.fixed} rows' metadata fixed")
+        tail = f" ({'; '.join(extra)})" if extra else ""
+        return (
+            f"Verified {plural(self.rows, 'row')}{scope} at level {self.level} on "
+            f"{self.storage}: {self.ok} ok, {problems}{tail} in {self.seconds:.1f} s"
+        )
+
+    def to_text(self) -> str:
+        lines = [self.summary()]
+        for kind in VERIFY_PROBLEMS:
+            group = [p for p in self.problems if p.kind == kind]
+            if group:
+                lines.append(f"{kind} ({len(group)}):")
+                lines += [p.line() for p in group]
+        return "\n".join(lines)
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        columns = ["kind", "model", "field", "pk", "name", "detail", "expected", "actual"]
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for p in self.problems:
+            data = asdict(p)
+            writer.writerow(["" if data[c] is None else data[c] for c in columns])
+        return out.getvalue()
+
+    def to_junit(self) -> str:
+        """JUnit XML: a case per checked row (or, past JUNIT_MAX_CASES, per problem plus a
+        summary case), a <failure> per problem, so CI dashboards show what broke."""
+        from xml.etree import ElementTree as ET
+
+        suite = ET.Element(
+            "testsuite",
+            name=f"verify_files {self.storage} {self.level}",
+            timestamp=iso(self.started_at) or "",
+            time=f"{self.seconds:.3f}",
+        )
+        cases = 0
+        failures = 0
+        for p in self.problems:
+            case = ET.SubElement(
+                suite, "testcase", classname=f"{p.model}.{p.field}", name=_case_name(p.pk, p.name)
+            )
+            failure = ET.SubElement(case, "failure", type=p.kind, message=f"{p.kind}: {p.detail}")
+            failure.text = json.dumps(p.to_dict(), ensure_ascii=False, default=str)
+            cases += 1
+            failures += 1
+        if self.ok_rows is not None:
+            for model, field_name, pk, name in self.ok_rows:
+                ET.SubElement(
+                    suite, "testcase", classname=f"{model}.{field_name}", name=_case_name(pk, name)
+                )
+                cases += 1
+        else:
+            summary = ET.SubElement(suite, "testcase", classname="verify_files", name="summary")
+            ET.SubElement(summary, "system-out").text = self.summary()
+            cases += 1
+        suite.set("tests", str(cases))
+        suite.set("failures", str(failures))
+        suite.set("errors", "0")
+        return ET.tostring(suite, encoding="unicode", xml_declaration=True)
+
+
+def _case_name(pk: Any, name: str) -> str:
+    return f"pk={pk} {name}" if pk is not None else name

@@ -2,49 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from storage_migrate.commandline import (
+    ExitTwoOnBadOptions,
+    check_writable,
+    non_negative_int,
+    positive_int,
+)
 from storage_migrate.errors import ConfigurationError
-from storage_migrate.migration import RowResult, migrate_storage
-from storage_migrate.report import EXIT_CONFIG, EXIT_PROBLEMS, MigrationReport, format_bytes
+from storage_migrate.migration import migrate_storage
+from storage_migrate.progress import Progress
+from storage_migrate.report import EXIT_CONFIG, EXIT_PROBLEMS, MigrationReport
 
 EXIT_INTERRUPTED = 130
 
 
-def positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
-    return number
-
-
-def non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return number
-
-
-def check_writable(path: Path) -> None:
-    """Refuse a report path that cannot be written, before anything is copied."""
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise CommandError(f"--report {path} is a directory", returncode=EXIT_CONFIG)
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise CommandError(
-            f"--report {path}: folder {folder} does not exist or is not writable",
-            returncode=EXIT_CONFIG,
-        )
-    if path.exists() and not os.access(path, os.W_OK):
-        raise CommandError(f"--report {path} is not writable", returncode=EXIT_CONFIG)
-
-
-class Command(BaseCommand):
+class Command(ExitTwoOnBadOptions, BaseCommand):
     help = (
         "Copy each row's file from one storage to another under the same name, verify the copy "
         "(size and MD5), and only then update the row's metadata. Exit status: 0 clean, 1 some "
@@ -115,24 +92,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
 
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        """Bad options exit 2 also through call_command() (Django's parser says 1 there)."""
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        report_error = parser.error
-
-        def error(message: str) -> NoReturn:
-            if parser.called_from_command_line:
-                report_error(message)
-            raise CommandError(f"Error: {message}", returncode=EXIT_CONFIG)
-
-        parser.error = error  # type: ignore[method-assign]
-        return parser
-
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity = int(options["verbosity"])
         report_path = Path(options["report"]) if options["report"] else None
         if report_path is not None:
-            check_writable(report_path)
+            check_writable(report_path, "--report")
         progress = Progress(self, verbosity, enabled=not options["no_progress"])
         try:
             report = migrate_storage(
@@ -184,38 +148,3 @@ class Command(BaseCommand):
         else:
             for problem in report.problems:
                 self.stdout.write(problem.line())
-
-
-class Progress:
-    """A tqdm bar on stderr when it is a terminal (verbosity 1+); at -v 2, a line per row."""
-
-    def __init__(self, command: BaseCommand, verbosity: int, *, enabled: bool) -> None:
-        self.command = command
-        self.verbosity = verbosity
-        self.bar: Any = None
-        self.copied_bytes = 0
-        self.lines = verbosity >= 2
-        self.want_bar = enabled and verbosity >= 1 and command.stderr.isatty() and not self.lines
-
-    def start(self, total: int) -> None:
-        if self.want_bar:
-            from tqdm import tqdm
-
-            stream: Any = cast(Any, self.command.stderr)._out
-            self.bar = tqdm(total=total, unit="file", file=stream, dynamic_ncols=True)
-
-    def row(self, result: RowResult) -> None:
-        self.copied_bytes += result.bytes
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(format_bytes(self.copied_bytes), refresh=False)
-        elif self.lines:
-            row = result.row
-            size = f" ({format_bytes(result.bytes)})" if result.bytes else ""
-            self.command.stderr.write(
-                f"{result.outcome:<17} {row.target.label} pk={row.pk} {row.name!r}{size}"
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -1,0 +1,57 @@
+"""What both management commands share: option types, exit status 2 for bad options, and a
+check that an output path can be written before any work is done."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any, NoReturn
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from .report import EXIT_CONFIG
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return number
+
+
+def non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return number
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work is done."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise CommandError(f"{option} {path} is a directory", returncode=EXIT_CONFIG)
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise CommandError(
+            f"{option} {path}: folder {folder} does not exist or is not writable",
+            returncode=EXIT_CONFIG,
+        )
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CommandError(f"{option} {path} is not writable", returncode=EXIT_CONFIG)
+
+
+class ExitTwoOnBadOptions(BaseCommand):
+    """Bad options exit 2 also through call_command() (Django's parser says 1 there)."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        report_error = parser.error
+
+        def error(message: str) -> NoReturn:
+            if parser.called_from_command_line:
+                report_error(message)
+            raise CommandError(f"Error: {message}", returncode=EXIT_CONFIG)
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser

@@ -1,0 +1,50 @@
+"""Progress for the commands: a tqdm bar on stderr when it is a terminal, or a line per row."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, cast
+
+from django.core.management.base import BaseCommand
+
+from .report import format_bytes
+
+
+class _Result(Protocol):
+    outcome: str
+    bytes: int
+    row: Any
+
+
+class Progress:
+    """A tqdm bar on stderr when it is a terminal (verbosity 1+); at -v 2, a line per row."""
+
+    def __init__(self, command: BaseCommand, verbosity: int, *, enabled: bool) -> None:
+        self.command = command
+        self.verbosity = verbosity
+        self.bar: Any = None
+        self.copied_bytes = 0
+        self.lines = verbosity >= 2
+        self.want_bar = enabled and verbosity >= 1 and command.stderr.isatty() and not self.lines
+
+    def start(self, total: int) -> None:
+        if self.want_bar:
+            from tqdm import tqdm
+
+            stream: Any = cast(Any, self.command.stderr)._out
+            self.bar = tqdm(total=total, unit="file", file=stream, dynamic_ncols=True)
+
+    def row(self, result: _Result) -> None:
+        self.copied_bytes += result.bytes
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(format_bytes(self.copied_bytes), refresh=False)
+        elif self.lines:
+            row = result.row
+            size = f" ({format_bytes(result.bytes)})" if result.bytes else ""
+            self.command.stderr.write(
+                f"{result.outcome:<17} {row.target.label} pk={row.pk} {row.name!r}{size}"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
