@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from core.models import FileManager
 from django.core.files.base import ContentFile
 
+from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage, verify_files
 from storage_migrate import verification as verification_module
 from storage_migrate.testing import s3_client
