@@ -46,11 +46,10 @@ class ExitTwoOnBadOptions(BaseCommand):
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        report_error = parser.error
 
         def error(message: str) -> NoReturn:
-            if parser.called_from_command_line:
-                report_error(message)
+            if parser.called_from_command_line:  # one line, as for every other usage error
+                parser.exit(EXIT_CONFIG, f"{parser.prog}: error: {message}\n")
             raise CommandError(f"Error: {message}", returncode=EXIT_CONFIG)
 
         parser.error = error  # type: ignore[method-assign]

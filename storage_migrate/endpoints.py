@@ -67,6 +67,10 @@ class Endpoint:
         """Where the storage keeps a name (the S3 key, or the path relative to MEDIA_ROOT)."""
         return name
 
+    def canonical(self, name: str) -> str:
+        """The name as the storage lists it (``a//b`` and ``a/./b`` are listed as ``a/b``)."""
+        return name
+
     assume_empty = False
 
     def preflight(
@@ -153,6 +157,10 @@ class LocalEndpoint(Endpoint):
 
     def local_path(self, name: str) -> str:
         return self.storage.path(name)
+
+    def canonical(self, name: str) -> str:
+        relative = os.path.relpath(self.local_path(name), self.storage.location)
+        return relative.replace(os.sep, "/")
 
     def preflight(
         self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False
@@ -430,6 +438,9 @@ class S3Endpoint(Endpoint):
 
     def open(self, name: str) -> IO[bytes]:
         return self.open_info(name)[0]
+
+    def canonical(self, name: str) -> str:
+        return self.key(name)[len(self.key_prefix) :]
 
     @property
     def key_prefix(self) -> str:

@@ -1124,11 +1124,6 @@ UNNORMALIZED = [
     ("file_manager//double-slash.txt", "file_manager/double-slash.txt"),
     ("file_manager/./dot.txt", "file_manager/dot.txt"),
 ]
-JOIN_BUG = (
-    "library bug: verification.py Verification._joined compares listing names with the row's "
-    "raw name (`current[0] == row.name`), not the storage's name for it, so from JOIN_MIN_ROWS "
-    "rows on a name like 'file_manager//x.txt' is reported missing though stat() finds it"
-)
 
 
 def unnormalized_rows(where: str, bucket: str, media_root: Path, count: int) -> dict[str, Any]:
@@ -1151,7 +1146,7 @@ def unnormalized_rows(where: str, bucket: str, media_root: Path, count: int) -> 
 @pytest.mark.parametrize("where", ["local", "s3"])
 @pytest.mark.parametrize(
     "joined",
-    [False, pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=JOIN_BUG))],
+    [False, True],
     ids=["per-row", "joined"],
 )
 def test_names_the_storage_normalizes_are_found(
@@ -1167,14 +1162,6 @@ def test_names_the_storage_normalizes_are_found(
     assert report["totals"]["ok"] == count
 
 
-ORPHAN_BUG = (
-    "library bug: verification.py Verification._orphans_in looks the listed (normalized) names "
-    "up with `file__in=names`, so an object a row points to as 'file_manager//x.txt' is listed "
-    "as an orphan"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=ORPHAN_BUG)
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_file_a_row_points_to_is_no_orphan(s3_bucket: str, media_root: Path, where: str) -> None:
     unnormalized_rows(where, s3_bucket, media_root, 3)

@@ -289,14 +289,6 @@ def test_bad_option_value_exits_two(manage_py: ManagePy) -> None:
     assert "argument --sample: must be 1 or more, not 0" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "library bug: commandline.py ExitTwoOnBadOptions.create_parser's error() calls "
-        "argparse's own parser.error() from the command line, which prints the whole usage "
-        "block (many lines) before the error line: a bad option value is not one stderr line"
-    ),
-)
 def test_bad_option_value_is_one_line(manage_py: ManagePy) -> None:
     result = verify(manage_py, "--sample", "0")
     assert result.returncode == 2
