@@ -7,106 +7,36 @@ its row was committed.
 
 from __future__ import annotations
 
-import mimetypes
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import transaction
 
 from .conf import Conf, get_conf
-from .endpoints import Endpoint, Fingerprint, ObjectInfo, endpoint_for
-from .errors import ConfigurationError, RowError, SourceMissing, VerificationFailed
+from .endpoints import Endpoint, endpoint_for
+from .engine import close_engines
+from .errors import ConfigurationError
 from .names import unsafe_reason
 from .report import (
-    CHECKSUM_MISMATCH,
-    CONFLICT,
     COPIED,
     ERROR,
-    SIZE_MISMATCH,
     SKIPPED,
     UNSAFE_NAME,
     MigrationReport,
     Problem,
     now,
 )
+from .rowcopy import RowCopier
+from .rows import UNKNOWN, Planned, ProgressCallback, Row, RowResult, StartCallback, rows_by_pk
 from .targets import Target, resolve_targets
-from .transfer import close_engines, copy_file
 
 # Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
 COMMIT_ROWS = 500
 COMMIT_SECONDS = 1.0
 DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
-
-
-@dataclass
-class Row:
-    """One row's file and its metadata columns, as read from the database."""
-
-    target: Target
-    pk: Any
-    name: str
-    meta: dict[str, Any]
-    key: str = ""
-
-    def problem(self, kind: str, detail: str, **extra: Any) -> Problem:
-        target = self.target
-        return Problem(kind, target.label, target.field_name, self.pk, self.name, detail, **extra)
-
-
-@dataclass
-class RowResult:
-    """What happened to one row. ``outcome`` is copied, skipped, or a problem kind."""
-
-    row: Row
-    outcome: str
-    bytes: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    updates: dict[str, Any] = field(default_factory=dict)
-    # The source as it was when it was read (checked again before it is deleted).
-    fingerprint: Fingerprint | None = None
-
-    @property
-    def clean(self) -> bool:
-        return self.outcome in (COPIED, SKIPPED) and not self.problems
-
-
-class _Unknown:
-    """The destination could not be listed for this row: the worker asks it directly."""
-
-
-UNKNOWN = _Unknown()
-Planned = ObjectInfo | None | _Unknown
-
-ProgressCallback = Callable[[RowResult], None]
-StartCallback = Callable[[int], None]
-
-
-def _rows(target: Target, batch_size: int) -> Iterator[list[Row]]:
-    """The target's rows with a file, in primary-key batches (pk > last, never OFFSET)."""
-    model, attname = target.model, str(target.field.attname)
-    columns = target.columns
-    queryset = (
-        model._base_manager.exclude(**{attname: ""})
-        .exclude(**{f"{attname}__isnull": True})
-        .order_by("pk")
-        .values_list("pk", attname, *columns.values())
-    )
-    last = None
-    while True:
-        page = queryset if last is None else queryset.filter(pk__gt=last)
-        batch = list(page[:batch_size])
-        if not batch:
-            return
-        last = batch[-1][0]
-        yield [
-            Row(target, values[0], str(values[1]), dict(zip(columns, values[2:], strict=True)))
-            for values in batch
-        ]
 
 
 class Migration:
@@ -142,8 +72,15 @@ class Migration:
         self._tainted: set[str] = set()  # keys with a problem this run: their source stays
         self._futures: set[Future[RowResult]] = set()
         self._pool: ThreadPoolExecutor | None = None
-        # Fingerprint local sources around each copy (cheap); S3 sources only before deleting.
-        self._fingerprint = delete_source or source.kind == "local"
+        self.copier = RowCopier(
+            source,
+            destination,
+            conf,
+            dry_run=dry_run,
+            overwrite=overwrite,
+            delete_source=delete_source,
+            rewrite_checksums=rewrite_checksums,
+        )
 
     def count_rows(self) -> int:
         total = 0
@@ -197,7 +134,7 @@ class Migration:
             return
         self._busy.add(row.key)
         assert self._pool is not None
-        self._futures.add(self._pool.submit(self._process, row, planned))
+        self._futures.add(self._pool.submit(self.copier.process, row, planned))
 
     def _drain(self, return_when: str) -> None:
         if not self._futures:
@@ -213,7 +150,7 @@ class Migration:
         the destination can list), or a RowResult already decided."""
         remaining = self.limit
         for target in self.targets:
-            for batch in _rows(target, self.conf.BATCH_SIZE):
+            for batch in rows_by_pk(target, self.conf.BATCH_SIZE):
                 if remaining is not None:
                     batch = batch[:remaining]
                     remaining -= len(batch)
@@ -253,169 +190,6 @@ class Migration:
             return f"name leaves the storage's root ({exc.__class__.__name__})"
         return None
 
-    # --- one row, in a worker -------------------------------------------------------------
-
-    def _process(self, row: Row, planned: Planned) -> RowResult:
-        try:
-            dest = self.dst.stat(row.name) if isinstance(planned, _Unknown) else planned
-            if dest is not None:
-                return self._existing(row, dest)
-            return self._copy(row, existed=False)
-        except RowError as exc:
-            return RowResult(row, exc.kind, problems=[row.problem(exc.kind, str(exc))])
-        except Exception as exc:  # a row's failure never stops the run
-            detail = f"{exc.__class__.__name__}: {exc}"
-            return RowResult(row, ERROR, problems=[row.problem(ERROR, detail)])
-
-    def _same(self, endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
-        """Does the object hold bytes with this MD5? A listing's ETag can mislead (a bucket's
-        default KMS encryption), so a mismatch is asked again with a HEAD before it counts."""
-        if endpoint.prove_md5(name, info) == md5:
-            return True
-        headed = endpoint.head(name, info)
-        return headed is not info and endpoint.prove_md5(name, headed) == md5
-
-    def _existing(self, row: Row, dest: ObjectInfo) -> RowResult:
-        """The destination already has an object under this name: skip it, or it is a conflict
-        (or, with --overwrite, copy over it)."""
-        size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
-        # The shortcut trusts the row's checksum; before deleting a source, read the source too.
-        if (
-            not self.delete_source
-            and checksum
-            and size is not None
-            and dest.size == size
-            and self._same(self.dst, row.name, dest, checksum)
-        ):
-            return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
-        fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
-        source = self.src.stat(row.name)
-        if source is None:
-            return self._source_gone(row, dest)
-        if source.size == dest.size:
-            source_md5 = self.src.prove_md5(row.name, source)
-            if self._same(self.dst, row.name, dest, source_md5):
-                self._unchanged(row, fingerprint)
-                result = self._result(row, SKIPPED, size=source.size, md5=source_md5, dest=dest)
-                result.fingerprint = fingerprint
-                return result
-        if not self.overwrite:
-            detail = (
-                "destination holds a different object under this name (--overwrite replaces it)"
-            )
-            conflict = row.problem(CONFLICT, detail, expected=source.size, actual=dest.size)
-            return RowResult(row, CONFLICT, problems=[conflict])
-        return self._copy(row, existed=True, source=source)
-
-    def _source_gone(self, row: Row, dest: ObjectInfo) -> RowResult:
-        """No source, but an object at the destination: a row migrated by an earlier run whose
-        source was deleted is `skipped` when the object holds what the row (or, without a stored
-        checksum, this tool's own verified md5 metadata) says it should."""
-        size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
-        if checksum:
-            if (size is None or size == dest.size) and self._same(
-                self.dst, row.name, dest, checksum
-            ):
-                return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
-        else:
-            headed = self.dst.head(row.name, dest)
-            if headed.meta_md5 and self._same(self.dst, row.name, headed, headed.meta_md5):
-                return self._result(
-                    row, SKIPPED, size=headed.size, md5=headed.meta_md5, dest=headed
-                )
-        raise SourceMissing("source file does not exist (an object is at the destination)")
-
-    def _unchanged(self, row: Row, before: Fingerprint | None) -> None:
-        if self._fingerprint and self.src.fingerprint(row.name) != before:
-            raise VerificationFailed("source changed while it was read; run again")
-
-    def _copy(self, row: Row, *, existed: bool, source: ObjectInfo | None = None) -> RowResult:
-        if self.dry_run:
-            source = source or self.src.stat(row.name)
-            if source is None:
-                raise SourceMissing("source file does not exist")
-            md5 = self.src.prove_md5(row.name, source)  # a dry run predicts checksum problems
-            return self._result(row, COPIED, size=source.size, md5=md5, copied_bytes=source.size)
-        fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
-        copied = copy_file(
-            self.src,
-            self.dst,
-            row.name,
-            conf=self.conf,
-            content_type=row.meta.get("content_type") or None,
-            overwrite=existed and self.overwrite,
-            existed=existed,
-            source_info=source,
-        )
-        try:
-            self._unchanged(row, fingerprint)
-        except VerificationFailed:
-            if not existed:
-                self.dst.delete(row.name)  # a copy of bytes the source no longer holds
-            raise
-        result = self._result(
-            row,
-            COPIED,
-            size=copied.digest.size,
-            md5=copied.digest.md5,
-            dest=copied.info,
-            copied_bytes=copied.digest.size,
-        )
-        result.fingerprint = fingerprint
-        return result
-
-    def _result(
-        self,
-        row: Row,
-        outcome: str,
-        *,
-        size: int,
-        md5: str | None,
-        dest: ObjectInfo | None = None,
-        copied_bytes: int = 0,
-    ) -> RowResult:
-        """The outcome, the problems the row's stored metadata shows, and the columns to update."""
-        result = RowResult(row, outcome, bytes=copied_bytes)
-        meta, columns = row.meta, row.target.columns
-        stored_md5 = (meta.get("checksum") or "").lower()
-        if md5 and stored_md5 and stored_md5 != md5:
-            kept = "checksum rewritten" if self.rewrite_checksums else "stored checksum kept"
-            result.problems.append(
-                row.problem(
-                    CHECKSUM_MISMATCH,
-                    f"source bytes do not match the stored checksum; {kept}",
-                    expected=stored_md5,
-                    actual=md5,
-                )
-            )
-        stored_size = meta.get("file_size")
-        if "file_size" in columns and stored_size is not None and stored_size != size:
-            result.problems.append(
-                row.problem(
-                    SIZE_MISMATCH,
-                    "stored size disagrees with the file; size column corrected",
-                    expected=stored_size,
-                    actual=size,
-                )
-            )
-        wanted: dict[str, Any] = {
-            "bucket": self.dst.bucket,
-            "object_key": self.dst.key(row.name),
-            "file_size": size,
-        }
-        if not meta.get("content_type"):
-            guessed = mimetypes.guess_type(row.name)[0]
-            stored = dest.content_type if dest else None
-            wanted["content_type"] = guessed or stored or "application/octet-stream"
-        if md5 and (not stored_md5 or (stored_md5 != md5 and self.rewrite_checksums)):
-            wanted["checksum"] = md5
-        result.updates = {
-            role: value
-            for role, value in wanted.items()
-            if role in columns and meta.get(role) != value
-        }
-        return result
-
     # --- back in the calling thread -------------------------------------------------------
 
     def _finish(self, result: RowResult) -> None:
@@ -448,7 +222,7 @@ class Migration:
         waiting = self._waiting.get(key)
         if waiting and resubmit:
             assert self._pool is not None
-            self._futures.add(self._pool.submit(self._process, waiting.popleft(), UNKNOWN))
+            self._futures.add(self._pool.submit(self.copier.process, waiting.popleft(), UNKNOWN))
             if not waiting:
                 del self._waiting[key]
         else:

@@ -22,7 +22,6 @@ from .conf import Conf, get_conf
 from .endpoints import Endpoint, ObjectInfo, alias_of, endpoint_for, endpoint_for_storage
 from .errors import ConfigurationError
 from .hashing import digest_stream
-from .migration import UNKNOWN, Planned, Row, _rows, _Unknown
 from .names import unsafe_reason
 from .report import (
     CHECKSUM_MISMATCH,
@@ -40,6 +39,7 @@ from .report import (
     VerificationReport,
     now,
 )
+from .rows import UNKNOWN, Planned, Row, _Unknown, rows_by_pk
 from .targets import Target, resolve_targets
 
 LEVELS = ("exists", "size", "checksum", "deep")
@@ -192,7 +192,7 @@ class Verification:
             return
         collation = BYTE_ORDER.get(connection.vendor)
         if collation is None or self._count(target) < JOIN_MIN_ROWS:
-            for batch in _rows(target, self.conf.BATCH_SIZE):
+            for batch in rows_by_pk(target, self.conf.BATCH_SIZE):
                 for row in batch:
                     yield row, UNKNOWN
             return

@@ -333,17 +333,17 @@ def test_local_destination_conflict(s3_bucket: str, media_root: Path) -> None:
 def test_a_copy_that_fails_verification_is_removed_and_the_row_untouched(
     s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate import transfer
+    from storage_migrate import engine
 
     row = make("fragile.txt", b"the real bytes")
-    real_put = transfer.Boto3Engine.put
+    real_put = engine.Boto3Engine.put
 
     def corrupting_put(self: Any, key: str, source: Any, params: Any, **kwargs: Any) -> Any:
         source.data = b"corrupted in transit"  # what the server stores is not what we hashed
         real_put(self, key, source, params, **kwargs)
         return None
 
-    monkeypatch.setattr(transfer.Boto3Engine, "put", corrupting_put)
+    monkeypatch.setattr(engine.Boto3Engine, "put", corrupting_put)
 
     report = migrate_storage(to="s3")
 
@@ -473,7 +473,7 @@ def test_delete_source_rereads_a_source_that_changed_after_it_was_copied(
 def test_kms_etags_are_not_taken_as_md5s(
     s3_bucket: str, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate.endpoints import S3Endpoint
+    from storage_migrate.s3 import S3Endpoint
     from tests.conftest import reset_storages
 
     settings.AWS_S3_OBJECT_PARAMETERS = {"ServerSideEncryption": "aws:kms"}

@@ -12,7 +12,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from core.models import FileManager
-from storage_migrate import migrate_storage
+from storage_migrate import migrate_storage, rowcopy
 from storage_migrate import migration as mig
 from storage_migrate.testing import s3_client
 from tests.conftest import reset_storages
@@ -107,12 +107,12 @@ def test_rows_sharing_a_file_back_to_local_are_not_conflicts(
 def test_a_failed_second_write_never_removes_a_committed_object(
     s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate import transfer
+    from storage_migrate import engine
 
     first = make("shared.txt", b"the real bytes")
     second = make("other.txt", b"zz")
     share_file(first, second, checksum=md5(b"the real bytes"), file_size=14)
-    real_put = transfer.Boto3Engine.put
+    real_put = engine.Boto3Engine.put
     calls: list[str] = []
 
     def put(self: Any, key: str, source: Any, params: Any, **kwargs: Any) -> Any:
@@ -121,7 +121,7 @@ def test_a_failed_second_write_never_removes_a_committed_object(
             source.data = b"corrupted in transit"
         return real_put(self, key, source, params, **kwargs)
 
-    monkeypatch.setattr(transfer.Boto3Engine, "put", put)
+    monkeypatch.setattr(engine.Boto3Engine, "put", put)
 
     report = migrate_storage(to="s3", workers=2)
 
@@ -146,7 +146,7 @@ def test_a_failing_destination_fails_its_rows_not_the_run(
 ) -> None:
     from botocore.exceptions import ClientError
 
-    from storage_migrate.endpoints import S3Endpoint
+    from storage_migrate.s3 import S3Endpoint
 
     make("a.txt", b"a")
     make("b.txt", b"b")
@@ -207,14 +207,14 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
 ) -> None:
     row = make("j.txt", b"version one")
     path = media_root / row.file.name
-    real_copy = mig.copy_file  # type: ignore[attr-defined]
+    real_copy = rowcopy.copy_file  # type: ignore[attr-defined]
 
     def copy_then_site_writes(*args: Any, **kwargs: Any) -> Any:
         copied = real_copy(*args, **kwargs)
         path.write_bytes(b"version two, written by the site just after our read")
         return copied
 
-    monkeypatch.setattr(mig, "copy_file", copy_then_site_writes)
+    monkeypatch.setattr(rowcopy, "copy_file", copy_then_site_writes)
 
     report = migrate_storage(to="s3", delete_source=True)
 
@@ -223,7 +223,7 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
     row.refresh_from_db()
     assert row.bucket == ""  # the row does not point at the stale copy
     assert s3_client().list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
-    monkeypatch.setattr(mig, "copy_file", real_copy)
+    monkeypatch.setattr(rowcopy, "copy_file", real_copy)
     # The next run copies what the file holds now, and says the row's checksum is stale.
     assert kinds(migrate_storage(to="s3")) == ["checksum_mismatch", "size_mismatch"]
     assert s3_body(s3_bucket, row.file.name) == path.read_bytes()
@@ -232,7 +232,7 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
 def test_an_object_that_appears_after_the_listing_is_not_overwritten(
     s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate.endpoints import S3Endpoint
+    from storage_migrate.s3 import S3Endpoint
 
     row = make("k.txt", b"ours")
     real_stat_many = S3Endpoint.stat_many

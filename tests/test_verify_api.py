@@ -191,7 +191,8 @@ def test_orphans_are_reported_never_deleted(where: Any, media_root: Path) -> Non
 
 @both
 def test_error_is_reported_per_row(where: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage_migrate.endpoints import Endpoint, LocalEndpoint, S3Endpoint
+    from storage_migrate.endpoints import Endpoint, LocalEndpoint
+    from storage_migrate.s3 import S3Endpoint
 
     make("a.txt", b"a")
     where.setup()
@@ -291,7 +292,8 @@ def test_listing_join_for_large_selections(
     where: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     """Above JOIN_MIN_ROWS, rows are joined with one listing: no HEAD per row."""
-    from storage_migrate.endpoints import Endpoint, S3Endpoint
+    from storage_migrate.endpoints import Endpoint
+    from storage_migrate.s3 import S3Endpoint
 
     monkeypatch.setattr(verification_module, "JOIN_MIN_ROWS", 5)
     names = ["b c.txt", "a.txt", "ä.txt", "z+1.txt", "100%.txt", "A.txt", "a b.txt", "é.txt"]

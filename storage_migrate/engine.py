@@ -1,0 +1,207 @@
+"""The S3 write engine: put_object below the multipart threshold, boto3's transfer manager above
+it, conditional writes, Content-MD5 on every request; and the verification of what was written.
+
+One small class, so that the hot path can move to a native engine without touching the rest."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from typing import Any
+
+from .conf import Conf
+from .endpoints import Endpoint, ObjectInfo
+from .errors import Conflict, VerificationFailed
+from .hashing import CHUNK, Digest, new_md5, normalize_etag
+from .s3 import S3Endpoint
+from .sources import Source
+
+
+class _ContentType:
+    """What django-storages' write parameters look at on the content being saved."""
+
+    def __init__(self, content_type: str | None) -> None:
+        self.content_type = content_type
+
+
+def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
+    """botocore hook: a Content-MD5 for each multipart part, so the server rejects corrupt parts."""
+    headers = params["headers"]
+    if "Content-MD5" in headers:
+        return
+    body = params.get("body")
+    if body is None:
+        return
+    if isinstance(body, bytes | bytearray):
+        md5 = new_md5()
+        md5.update(body)
+    else:
+        start = body.tell()
+        md5 = new_md5()
+        for chunk in iter(lambda: body.read(CHUNK), b""):
+            md5.update(chunk)
+        body.seek(start)
+    headers["Content-MD5"] = base64.b64encode(md5.digest()).decode("ascii")
+
+
+class Boto3Engine:
+    """Writes objects to one S3 endpoint with boto3: put_object for files below the multipart
+    threshold (Content-MD5, the returned ETag proves the bytes), the transfer manager above it.
+    Without overwrite, writes are conditional (If-None-Match: *), so an object that appeared
+    after the listing is never replaced; stores that do not know the header get plain writes."""
+
+    def __init__(self, endpoint: S3Endpoint, conf: Conf) -> None:
+        self.endpoint = endpoint
+        self.conf = conf
+        self.client = endpoint.client
+        self.client.meta.events.register("before-call.s3.UploadPart", _add_content_md5)
+        self.client.meta.events.register(
+            "before-parameter-build.s3.CompleteMultipartUpload", self._no_clobber_multipart
+        )
+        self._manager: Any = None
+        self._lock = threading.Lock()
+        self.conditional_writes = True
+        self._no_clobber_keys: set[str] = set()
+
+    def _no_clobber_multipart(self, params: dict[str, Any], **_: Any) -> None:
+        if self.conditional_writes and params.get("Key") in self._no_clobber_keys:
+            params.setdefault("IfNoneMatch", "*")
+
+    def manager(self) -> Any:
+        with self._lock:
+            if self._manager is None:
+                from boto3.s3.transfer import TransferConfig
+                from s3transfer.manager import TransferManager
+
+                config = TransferConfig(
+                    multipart_threshold=self.conf.MULTIPART_THRESHOLD,
+                    multipart_chunksize=self.conf.MULTIPART_CHUNKSIZE,
+                    max_concurrency=max(4, min(self.conf.WORKERS, 16)),
+                )
+                self._manager = TransferManager(self.client, config)
+            return self._manager
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.shutdown()
+            self._manager = None
+
+    def write_params(self, key: str, content_type: str | None) -> dict[str, Any]:
+        """The parameters django-storages would write this object with: its object parameters,
+        Content-Type (and Content-Encoding for .gz), default ACL."""
+        params: dict[str, Any] = self.endpoint.s3storage._get_write_parameters(
+            key, _ContentType(content_type)
+        )
+        return params
+
+    def put(
+        self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
+    ) -> str | None:
+        """Write the object; return the ETag the write returned, if it returned one. Raises
+        Conflict when, without overwrite, the key was taken in the meantime."""
+        from botocore.exceptions import ClientError
+
+        metadata = {**params.get("Metadata", {}), "md5": source.digest.md5}
+        if source.digest.size >= self.conf.MULTIPART_THRESHOLD and source.digest.part_md5s:
+            # The ETag the parts will give: it binds the md5 metadata to these very bytes.
+            metadata["etag"] = str(source.digest.multipart_etag())
+        params = {**params, "Metadata": metadata}
+        try:
+            return self._put(key, source, params, overwrite=overwrite)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise Conflict("an object appeared under this name during the copy") from None
+            if code == "NotImplemented" and not overwrite and self.conditional_writes:
+                self.conditional_writes = False  # this store has no conditional writes
+                return self._put(key, source, params, overwrite=overwrite)
+            raise
+
+    def _put(
+        self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
+    ) -> str | None:
+        conditional = not overwrite and self.conditional_writes
+        if source.digest.size < self.conf.MULTIPART_THRESHOLD:
+            extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
+            with source.open() as body:
+                response = self.client.put_object(
+                    Bucket=self.endpoint.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentMD5=source.digest.content_md5,
+                    **extra,
+                )
+            return normalize_etag(response.get("ETag"))
+        if source.path is None:  # pragma: no cover - large sources are always files
+            raise VerificationFailed("large source is not in a file")
+        if conditional:
+            self._no_clobber_keys.add(key)
+        try:
+            upload = self.manager().upload(
+                source.path, self.endpoint.bucket, key, extra_args=params
+            )
+            upload.result()
+        finally:
+            self._no_clobber_keys.discard(key)
+        return None
+
+
+_ENGINE_LOCK = threading.Lock()
+
+
+def _engine(endpoint: S3Endpoint, conf: Conf) -> Boto3Engine:
+    with _ENGINE_LOCK:
+        engine = getattr(endpoint, "_engine", None)
+        if engine is None:
+            engine = endpoint._engine = Boto3Engine(endpoint, conf)  # type: ignore[attr-defined]
+        return engine
+
+
+def close_engines(*endpoints: Endpoint) -> None:
+    for endpoint in endpoints:
+        engine = getattr(endpoint, "_engine", None)
+        if engine is not None:
+            engine.close()
+
+
+def verify_s3(endpoint: S3Endpoint, name: str, digest: Digest, etag: str | None) -> ObjectInfo:
+    """Prove the object holds these bytes: the write's ETag, else a HEAD (size, and an ETag that is
+    the MD5 or the multipart ETag of our parts), else download and hash. Never our own metadata."""
+    if etag and endpoint.etag_is_md5 and etag == digest.md5:
+        return ObjectInfo(size=digest.size, md5=digest.md5, etag=etag)
+    info = endpoint.stat(name)
+    if info is None:
+        raise VerificationFailed("object not found right after it was written")
+    if info.size != digest.size:
+        raise VerificationFailed(f"destination holds {info.size} bytes, {digest.size} were sent")
+    multipart_proof = (
+        endpoint.etag_is_md5 and not info.encrypted and info.etag == digest.multipart_etag()
+    )
+    if info.etag_md5 == digest.md5 or multipart_proof:
+        info.md5 = digest.md5
+        return info
+    actual = endpoint.hash(name)
+    if actual.md5 != digest.md5:
+        raise VerificationFailed(f"destination MD5 {actual.md5} differs from source {digest.md5}")
+    info.md5 = digest.md5
+    return info
+
+
+def write_s3(
+    endpoint: S3Endpoint,
+    name: str,
+    source: Source,
+    content_type: str | None,
+    conf: Conf,
+    *,
+    existed: bool,
+) -> ObjectInfo:
+    engine = _engine(endpoint, conf)
+    key = endpoint.key(name)
+    etag = engine.put(key, source, engine.write_params(key, content_type), overwrite=existed)
+    try:
+        return verify_s3(endpoint, name, source.digest, etag)
+    except VerificationFailed:
+        if not existed:
+            endpoint.delete(name)  # our own unverified write: never leave it for a row to find
+        raise

@@ -1,0 +1,197 @@
+"""One row, on a worker thread: skip it if the destination already holds its bytes, else copy
+and verify it, or say why not. Only storages are touched here, never the database."""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import Any
+
+from .conf import Conf
+from .endpoints import Endpoint, Fingerprint, ObjectInfo
+from .errors import RowError, SourceMissing, VerificationFailed
+from .report import CHECKSUM_MISMATCH, CONFLICT, COPIED, ERROR, SIZE_MISMATCH, SKIPPED
+from .rows import Planned, Row, RowResult, _Unknown
+from .transfer import copy_file
+
+
+class RowCopier:
+    """Decides and does one row's copy; the run's options, and nothing that changes."""
+
+    def __init__(
+        self,
+        source: Endpoint,
+        destination: Endpoint,
+        conf: Conf,
+        *,
+        dry_run: bool,
+        overwrite: bool,
+        delete_source: bool,
+        rewrite_checksums: bool,
+    ) -> None:
+        self.src, self.dst, self.conf = source, destination, conf
+        self.dry_run, self.overwrite = dry_run, overwrite
+        self.delete_source, self.rewrite_checksums = delete_source, rewrite_checksums
+        # Fingerprint local sources around each copy (cheap); S3 sources only before deleting.
+        self._fingerprint = delete_source or source.kind == "local"
+
+    def process(self, row: Row, planned: Planned) -> RowResult:
+        """Skip, copy (and verify) or refuse one row; never raises."""
+        try:
+            dest = self.dst.stat(row.name) if isinstance(planned, _Unknown) else planned
+            if dest is not None:
+                return self._existing(row, dest)
+            return self._copy(row, existed=False)
+        except RowError as exc:
+            return RowResult(row, exc.kind, problems=[row.problem(exc.kind, str(exc))])
+        except Exception as exc:  # a row's failure never stops the run
+            detail = f"{exc.__class__.__name__}: {exc}"
+            return RowResult(row, ERROR, problems=[row.problem(ERROR, detail)])
+
+    def _same(self, endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
+        """Does the object hold bytes with this MD5? A listing's ETag can mislead (a bucket's
+        default KMS encryption), so a mismatch is asked again with a HEAD before it counts."""
+        if endpoint.prove_md5(name, info) == md5:
+            return True
+        headed = endpoint.head(name, info)
+        return headed is not info and endpoint.prove_md5(name, headed) == md5
+
+    def _existing(self, row: Row, dest: ObjectInfo) -> RowResult:
+        """The destination already has an object under this name: skip it, or it is a conflict
+        (or, with --overwrite, copy over it)."""
+        size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
+        # The shortcut trusts the row's checksum; before deleting a source, read the source too.
+        if (
+            not self.delete_source
+            and checksum
+            and size is not None
+            and dest.size == size
+            and self._same(self.dst, row.name, dest, checksum)
+        ):
+            return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
+        fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
+        source = self.src.stat(row.name)
+        if source is None:
+            return self._source_gone(row, dest)
+        if source.size == dest.size:
+            source_md5 = self.src.prove_md5(row.name, source)
+            if self._same(self.dst, row.name, dest, source_md5):
+                self._unchanged(row, fingerprint)
+                result = self._result(row, SKIPPED, size=source.size, md5=source_md5, dest=dest)
+                result.fingerprint = fingerprint
+                return result
+        if not self.overwrite:
+            detail = (
+                "destination holds a different object under this name (--overwrite replaces it)"
+            )
+            conflict = row.problem(CONFLICT, detail, expected=source.size, actual=dest.size)
+            return RowResult(row, CONFLICT, problems=[conflict])
+        return self._copy(row, existed=True, source=source)
+
+    def _source_gone(self, row: Row, dest: ObjectInfo) -> RowResult:
+        """No source, but an object at the destination: a row migrated by an earlier run whose
+        source was deleted is `skipped` when the object holds what the row (or, without a stored
+        checksum, this tool's own verified md5 metadata) says it should."""
+        size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
+        if checksum:
+            if (size is None or size == dest.size) and self._same(
+                self.dst, row.name, dest, checksum
+            ):
+                return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
+        else:
+            headed = self.dst.head(row.name, dest)
+            if headed.meta_md5 and self._same(self.dst, row.name, headed, headed.meta_md5):
+                return self._result(
+                    row, SKIPPED, size=headed.size, md5=headed.meta_md5, dest=headed
+                )
+        raise SourceMissing("source file does not exist (an object is at the destination)")
+
+    def _unchanged(self, row: Row, before: Fingerprint | None) -> None:
+        if self._fingerprint and self.src.fingerprint(row.name) != before:
+            raise VerificationFailed("source changed while it was read; run again")
+
+    def _copy(self, row: Row, *, existed: bool, source: ObjectInfo | None = None) -> RowResult:
+        if self.dry_run:
+            source = source or self.src.stat(row.name)
+            if source is None:
+                raise SourceMissing("source file does not exist")
+            md5 = self.src.prove_md5(row.name, source)  # a dry run predicts checksum problems
+            return self._result(row, COPIED, size=source.size, md5=md5, copied_bytes=source.size)
+        fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
+        copied = copy_file(
+            self.src,
+            self.dst,
+            row.name,
+            conf=self.conf,
+            content_type=row.meta.get("content_type") or None,
+            overwrite=existed and self.overwrite,
+            existed=existed,
+            source_info=source,
+        )
+        try:
+            self._unchanged(row, fingerprint)
+        except VerificationFailed:
+            if not existed:
+                self.dst.delete(row.name)  # a copy of bytes the source no longer holds
+            raise
+        result = self._result(
+            row,
+            COPIED,
+            size=copied.digest.size,
+            md5=copied.digest.md5,
+            dest=copied.info,
+            copied_bytes=copied.digest.size,
+        )
+        result.fingerprint = fingerprint
+        return result
+
+    def _result(
+        self,
+        row: Row,
+        outcome: str,
+        *,
+        size: int,
+        md5: str | None,
+        dest: ObjectInfo | None = None,
+        copied_bytes: int = 0,
+    ) -> RowResult:
+        """The outcome, the problems the row's stored metadata shows, and the columns to update."""
+        result = RowResult(row, outcome, bytes=copied_bytes)
+        meta, columns = row.meta, row.target.columns
+        stored_md5 = (meta.get("checksum") or "").lower()
+        if md5 and stored_md5 and stored_md5 != md5:
+            kept = "checksum rewritten" if self.rewrite_checksums else "stored checksum kept"
+            result.problems.append(
+                row.problem(
+                    CHECKSUM_MISMATCH,
+                    f"source bytes do not match the stored checksum; {kept}",
+                    expected=stored_md5,
+                    actual=md5,
+                )
+            )
+        stored_size = meta.get("file_size")
+        if "file_size" in columns and stored_size is not None and stored_size != size:
+            result.problems.append(
+                row.problem(
+                    SIZE_MISMATCH,
+                    "stored size disagrees with the file; size column corrected",
+                    expected=stored_size,
+                    actual=size,
+                )
+            )
+        wanted: dict[str, Any] = {
+            "bucket": self.dst.bucket,
+            "object_key": self.dst.key(row.name),
+            "file_size": size,
+        }
+        if not meta.get("content_type"):
+            guessed = mimetypes.guess_type(row.name)[0]
+            stored = dest.content_type if dest else None
+            wanted["content_type"] = guessed or stored or "application/octet-stream"
+        if md5 and (not stored_md5 or (stored_md5 != md5 and self.rewrite_checksums)):
+            wanted["checksum"] = md5
+        result.updates = {
+            role: value
+            for role, value in wanted.items()
+            if role in columns and meta.get(role) != value
+        }
+        return result

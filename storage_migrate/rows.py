@@ -1,0 +1,78 @@
+"""Rows: one row's file and metadata, what happened to it, and reading rows in primary-key
+batches (pk > last, never OFFSET)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .endpoints import Fingerprint, ObjectInfo
+from .report import COPIED, SKIPPED, Problem
+from .targets import Target
+
+
+@dataclass
+class Row:
+    """One row's file and its metadata columns, as read from the database."""
+
+    target: Target
+    pk: Any
+    name: str
+    meta: dict[str, Any]
+    key: str = ""
+
+    def problem(self, kind: str, detail: str, **extra: Any) -> Problem:
+        target = self.target
+        return Problem(kind, target.label, target.field_name, self.pk, self.name, detail, **extra)
+
+
+@dataclass
+class RowResult:
+    """What happened to one row. ``outcome`` is copied, skipped, or a problem kind."""
+
+    row: Row
+    outcome: str
+    bytes: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    updates: dict[str, Any] = field(default_factory=dict)
+    # The source as it was when it was read (checked again before it is deleted).
+    fingerprint: Fingerprint | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.outcome in (COPIED, SKIPPED) and not self.problems
+
+
+class _Unknown:
+    """The destination could not be listed for this row: the worker asks it directly."""
+
+
+UNKNOWN = _Unknown()
+Planned = ObjectInfo | None | _Unknown
+
+ProgressCallback = Callable[[RowResult], None]
+StartCallback = Callable[[int], None]
+
+
+def rows_by_pk(target: Target, batch_size: int) -> Iterator[list[Row]]:
+    """The target's rows with a file, in primary-key batches (pk > last, never OFFSET)."""
+    model, attname = target.model, str(target.field.attname)
+    columns = target.columns
+    queryset = (
+        model._base_manager.exclude(**{attname: ""})
+        .exclude(**{f"{attname}__isnull": True})
+        .order_by("pk")
+        .values_list("pk", attname, *columns.values())
+    )
+    last = None
+    while True:
+        page = queryset if last is None else queryset.filter(pk__gt=last)
+        batch = list(page[:batch_size])
+        if not batch:
+            return
+        last = batch[-1][0]
+        yield [
+            Row(target, values[0], str(values[1]), dict(zip(columns, values[2:], strict=True)))
+            for values in batch
+        ]

@@ -1,0 +1,128 @@
+"""A source file's bytes, read once while hashing: in memory when small, else in a file that can
+be read again (the source itself on local disk, or a temporary spool)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import IO
+
+from .conf import Conf
+from .endpoints import Endpoint, ObjectInfo
+from .errors import SourceMissing, VerificationFailed
+from .hashing import Digest, digest_bytes, digest_stream
+
+
+@dataclass
+class Source:
+    """A source file's bytes, hashed, ready to send: in memory, or in a file that can be re-read."""
+
+    digest: Digest
+    data: bytes | None = None
+    path: str | None = None
+    temporary: bool = False
+
+    def open(self) -> IO[bytes]:
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        assert self.path is not None
+        return open(self.path, "rb")
+
+    def close(self) -> None:
+        if self.temporary and self.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+def part_size_for(size: int, conf: Conf) -> int | None:
+    """The part size boto3's transfer manager will use for a file of this size, or None when the
+    file goes in one PUT."""
+    if size < conf.MULTIPART_THRESHOLD:
+        return None
+    from s3transfer.utils import ChunksizeAdjuster
+
+    return int(ChunksizeAdjuster().adjust_chunksize(conf.MULTIPART_CHUNKSIZE, size))
+
+
+def load_source(endpoint: Endpoint, name: str, size_hint: int | None, conf: Conf) -> Source:
+    """Read and hash a source file; small files stay in memory, large ones are re-read from disk
+    (a local source) or spooled to a temporary file (any other source)."""
+    path = endpoint.local_path(name)
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size <= conf.IN_MEMORY_LIMIT:
+                    data = f.read(conf.IN_MEMORY_LIMIT + 1)
+                    if len(data) != size:
+                        raise VerificationFailed(
+                            f"source changed while it was read: {size} bytes, {len(data)} read"
+                        )
+                    return Source(digest=digest_bytes(data), data=data)
+                digest = digest_stream(f, part_size_for(size, conf))
+                if digest.size != size:
+                    raise VerificationFailed(
+                        f"source changed while it was read: {size} bytes, {digest.size} read"
+                    )
+                return Source(digest=digest, path=path)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise SourceMissing("source file does not exist") from None
+    try:
+        stream, info = endpoint.open_info(name)
+    except FileNotFoundError:
+        raise SourceMissing("source file does not exist") from None
+    size_hint = info.size if info is not None else size_hint
+    with stream:
+        if size_hint is not None and size_hint <= conf.IN_MEMORY_LIMIT:
+            data = stream.read(conf.IN_MEMORY_LIMIT + 1)
+            source = Source(digest=digest_bytes(data), data=data)
+        else:
+            source = _spool(stream, size_hint, conf)
+    try:
+        _check_source(source.digest, info)
+    except VerificationFailed:
+        source.close()
+        raise
+    return source
+
+
+def _spool(stream: IO[bytes], size_hint: int | None, conf: Conf) -> Source:
+    part_size = part_size_for(size_hint or 0, conf)
+    fd, path = tempfile.mkstemp(prefix="storage-migrate-", suffix=".spool")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            tee = _Tee(stream, out)
+            digest = digest_stream(tee, part_size)  # type: ignore[arg-type]
+    except BaseException:
+        os.unlink(path)
+        raise
+    return Source(digest=digest, path=path, temporary=True)
+
+
+class _Tee:
+    """Reads from one stream and writes what it read to another."""
+
+    def __init__(self, stream: IO[bytes], out: IO[bytes]) -> None:
+        self.stream, self.out = stream, out
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.stream.read(size)
+        self.out.write(chunk)
+        return chunk
+
+
+def _check_source(digest: Digest, source_info: ObjectInfo | None) -> None:
+    """The bytes read must be the bytes the source said it held (a file changing under us)."""
+    if source_info is None:
+        return
+    if source_info.size != digest.size:
+        raise VerificationFailed(
+            f"source changed while it was read: {source_info.size} bytes listed, {digest.size} read"
+        )
+    if source_info.md5 and source_info.md5 != digest.md5:
+        raise VerificationFailed(
+            f"source changed while it was read: MD5 {source_info.md5} listed, {digest.md5} read"
+        )
