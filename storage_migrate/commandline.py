@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from .errors import ConfigurationError
+from .progress import Progress
 from .report import EXIT_CONFIG
+
+EXIT_INTERRUPTED = 130
+R = TypeVar("R")
 
 
 def positive_int(value: str) -> int:
@@ -54,3 +60,24 @@ class ExitTwoOnBadOptions(BaseCommand):
 
         parser.error = error  # type: ignore[method-assign]
         return parser
+
+
+def run_with_progress(
+    command: BaseCommand,
+    options: dict[str, Any],
+    call: Callable[..., R],
+    *,
+    interrupted: str,
+    **kwargs: Any,
+) -> R:
+    """Call the library with a progress display; a configuration error exits 2 with its one
+    line, Ctrl-C exits 130 with ``interrupted``, neither with a traceback."""
+    progress = Progress(command, int(options["verbosity"]), enabled=not options["no_progress"])
+    try:
+        return call(on_row=progress.row, on_start=progress.start, **kwargs)
+    except ConfigurationError as exc:
+        raise CommandError(str(exc), returncode=EXIT_CONFIG) from None
+    except KeyboardInterrupt:
+        raise CommandError(interrupted, returncode=EXIT_INTERRUPTED) from None
+    finally:
+        progress.close()

@@ -62,7 +62,9 @@ class Migration:
         self.overwrite, self.delete_source = overwrite, delete_source
         self.rewrite_checksums = rewrite_checksums
         self.on_row, self.on_start = on_row, on_start
-        self.report = MigrationReport(source.alias, destination.alias, dry_run=dry_run)
+        self.report = MigrationReport(
+            source=source.alias, destination=destination.alias, dry_run=dry_run
+        )
         self._pending: list[RowResult] = []
         self._last_commit = time.monotonic()
         # Rows are processed one at a time per destination key: a second row with the same

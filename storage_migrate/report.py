@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 COPIED = "copied"
 SKIPPED = "skipped"
@@ -70,21 +70,59 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
+@dataclass(kw_only=True)
+class Report:
+    """What both commands report: when, the problems, and one JSON shape around their totals."""
+
+    command: ClassVar[str]
+    started_at: datetime = field(default_factory=now)
+    finished_at: datetime | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def header(self) -> dict[str, Any]:
+        """What the run was asked to do (keys between `command` and `started_at`)."""
+        raise NotImplementedError
+
+    @property
+    def totals(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    @property
+    def seconds(self) -> float:
+        return ((self.finished_at or now()) - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            **self.header(),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "totals": self.totals,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)
+
+    def problems_phrase(self) -> str:
+        """'3 problems (2 missing, 1 conflict)'."""
+        counts = Counter(p.kind for p in self.problems)
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
+        return plural(len(self.problems), "problem") + (f" ({kinds})" if kinds else "")
+
+
 @dataclass
-class MigrationReport:
+class MigrationReport(Report):
     """What a migrate_storage run did: one outcome per row, and every problem."""
 
+    command: ClassVar[str] = "migrate_storage"
     source: str
     destination: str
     dry_run: bool = False
-    started_at: datetime = field(default_factory=now)
-    finished_at: datetime | None = None
     rows: int = 0
     copied: int = 0
     skipped: int = 0
     bytes_copied: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    command: str = "migrate_storage"
 
     @property
     def failed(self) -> int:
@@ -95,13 +133,8 @@ class MigrationReport:
     def exit_code(self) -> int:
         return EXIT_PROBLEMS if self.problems else EXIT_OK
 
-    @property
-    def seconds(self) -> float:
-        end = self.finished_at or now()
-        return (end - self.started_at).total_seconds()
-
-    def problem_counts(self) -> Counter[str]:
-        return Counter(p.kind for p in self.problems)
+    def header(self) -> dict[str, Any]:
+        return {"source": self.source, "destination": self.destination, "dry_run": self.dry_run}
 
     @property
     def totals(self) -> dict[str, int]:
@@ -114,25 +147,8 @@ class MigrationReport:
             "bytes_copied": self.bytes_copied,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "command": self.command,
-            "source": self.source,
-            "destination": self.destination,
-            "dry_run": self.dry_run,
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "totals": self.totals,
-            "problems": [p.to_dict() for p in self.problems],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)
-
     def summary(self) -> str:
-        counts = self.problem_counts()
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
-        problems = plural(len(self.problems), "problem") + (f" ({kinds})" if kinds else "")
+        problems = self.problems_phrase()
         if self.dry_run:
             head = (
                 f"Dry run: would copy {plural(self.copied, 'file')} "
@@ -171,24 +187,21 @@ JUNIT_MAX_CASES = 10_000
 
 
 @dataclass
-class VerificationReport:
+class VerificationReport(Report):
     """What a verify_files run found: one outcome per row, every problem, orphans."""
 
+    command: ClassVar[str] = "verify_files"
     storage: str
     level: str
     sample: int | None = None
-    started_at: datetime = field(default_factory=now)
-    finished_at: datetime | None = None
     rows: int = 0
     ok: int = 0
     downloaded: int = 0
     unchecked: int = 0
     fixed: int = 0
-    problems: list[Problem] = field(default_factory=list)
     fail_on: tuple[str, ...] = DEFAULT_FAIL_ON
     # (model, field, pk, name) of the rows found ok, kept only while JUnit wants one case a row.
     ok_rows: list[tuple[str, str, Any, str]] | None = field(default_factory=list)
-    command: str = "verify_files"
 
     def add_ok(self, model: str, field_name: str, pk: Any, name: str) -> None:
         self.ok += 1
@@ -205,9 +218,8 @@ class VerificationReport:
     def exit_code(self) -> int:
         return EXIT_PROBLEMS if any(p.kind in self.fail_on for p in self.problems) else EXIT_OK
 
-    @property
-    def seconds(self) -> float:
-        return ((self.finished_at or now()) - self.started_at).total_seconds()
+    def header(self) -> dict[str, Any]:
+        return {"storage": self.storage, "level": self.level, "sample": self.sample}
 
     @property
     def totals(self) -> dict[str, int]:
@@ -221,25 +233,8 @@ class VerificationReport:
             "fixed": self.fixed,
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "command": self.command,
-            "storage": self.storage,
-            "level": self.level,
-            "sample": self.sample,
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
-            "totals": self.totals,
-            "problems": [p.to_dict() for p in self.problems],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)
-
     def summary(self) -> str:
-        counts = Counter(p.kind for p in self.problems)
-        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
-        problems = plural(len(self.problems), "problem") + (f" ({kinds})" if kinds else "")
+        problems = self.problems_phrase()
         scope = f" (a random sample of at most {self.sample} a field)" if self.sample else ""
         extra = []
         if self.unchecked:

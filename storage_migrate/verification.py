@@ -15,14 +15,14 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import connection, transaction
-from django.db.models import Max, Min, Q
-from django.db.models.functions import Collate
 
 from .conf import Conf, get_conf
 from .endpoints import Endpoint, ObjectInfo, alias_of, endpoint_for, endpoint_for_storage
 from .errors import ConfigurationError
 from .hashing import digest_stream
+from .joins import BYTE_ORDER, joined_rows
 from .names import unsafe_reason
+from .orphans import find_orphans
 from .report import (
     CHECKSUM_MISMATCH,
     DEFAULT_FAIL_ON,
@@ -30,7 +30,6 @@ from .report import (
     METADATA_MISMATCH,
     MISSING,
     OK,
-    ORPHAN,
     SIZE_MISMATCH,
     UNSAFE_NAME,
     UNVERIFIABLE,
@@ -45,9 +44,6 @@ from .targets import Target, resolve_targets
 LEVELS = ("exists", "size", "checksum", "deep")
 # Below this many rows in a selection, one HEAD per row is cheaper than listing the storage.
 JOIN_MIN_ROWS = 1000
-# Collations that order text by the UTF-8 bytes, as S3 lists keys.
-BYTE_ORDER = {"postgresql": "C", "sqlite": "BINARY", "mysql": "utf8mb4_bin"}
-ORPHAN_BATCH = 1000
 COMMIT_ROWS = 500
 
 
@@ -65,28 +61,6 @@ class CheckResult:
 
 
 ProgressCallback = Callable[[CheckResult], None]
-
-
-def upload_prefix(target: Target) -> str | None:
-    """The fixed folder a FileField uploads under (``file_manager/`` of
-    ``file_manager/%Y/%m/%d/``), or None when upload_to is a function."""
-    upload_to = target.field.upload_to
-    if callable(upload_to):
-        return None
-    text = str(upload_to or "")
-    fixed = text.split("%", 1)[0]
-    return fixed[: fixed.rfind("/") + 1] if "/" in fixed else ""
-
-
-def _common_folder(first: str, last: str) -> str:
-    """The longest folder both names are in (so, in byte order, every name between them)."""
-    length = 0
-    for a, b in zip(first, last, strict=False):
-        if a != b:
-            break
-        length += 1
-    common = first[:length]
-    return common[: common.rfind("/") + 1]
 
 
 class Verification:
@@ -168,7 +142,7 @@ class Verification:
                 self._finish(future.result())
             self._commit()
             if self.want_orphans:
-                self._find_orphans(plans)
+                self.report.problems.extend(find_orphans(plans))
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.report.finished_at = now()
@@ -196,7 +170,7 @@ class Verification:
                 for row in batch:
                     yield row, UNKNOWN
             return
-        yield from self._joined(target, endpoint, collation)
+        yield from joined_rows(target, endpoint, collation, self.conf.BATCH_SIZE)
 
     def _sampled(self, target: Target) -> list[Row]:
         attname = str(target.field.attname)
@@ -210,48 +184,6 @@ class Verification:
         return [
             Row(target, v[0], str(v[1]), dict(zip(columns, v[2:], strict=True))) for v in values
         ]
-
-    def _joined(
-        self, target: Target, endpoint: Endpoint, collation: str
-    ) -> Iterator[tuple[Row, Planned]]:
-        """Rows in the byte order of their names, merged with one listing of the folder that
-        holds them all: memory holds one batch of rows and one page of the listing."""
-        attname = str(target.field.attname)
-        columns = target.columns
-        base = (
-            target.model._base_manager.exclude(**{attname: ""})
-            .exclude(**{f"{attname}__isnull": True})
-            .annotate(_name=Collate(attname, collation))
-        )
-        bounds = base.aggregate(first=Min("_name"), last=Max("_name"))
-        prefix = _common_folder(str(bounds["first"]), str(bounds["last"]))
-        listing = endpoint.iter_objects(prefix)
-        current = next(listing, None)
-        ordered = base.order_by("_name", "pk").values_list("pk", attname, *columns.values())
-        last: tuple[str, Any] | None = None
-        while True:
-            page = ordered
-            if last is not None:  # keyset on (name, pk): names repeat when rows share a file
-                page = ordered.filter(Q(_name__gt=last[0]) | Q(_name=last[0], pk__gt=last[1]))
-            batch = list(page[: self.conf.BATCH_SIZE])
-            if not batch:
-                return
-            last = (str(batch[-1][1]), batch[-1][0])
-            for values in batch:
-                row = Row(
-                    target, values[0], str(values[1]), dict(zip(columns, values[2:], strict=True))
-                )
-                if endpoint.canonical(row.name) != row.name:
-                    # The storage lists it under another spelling (a//b): ask for it alone.
-                    yield row, UNKNOWN
-                    continue
-                wanted = row.name.encode("utf-8", "surrogatepass")
-                while current is not None and current[0].encode("utf-8", "surrogatepass") < wanted:
-                    current = next(listing, None)
-                if current is not None and current[0] == row.name:
-                    yield row, current[1]
-                else:
-                    yield row, None
 
     def _answered(self, row: Row, planned: Planned) -> bool:
         """The listing already says all this row's check needs (it is missing, or its ETag is
@@ -390,63 +322,6 @@ class Verification:
                     pk=row.pk, **{str(row.target.field.attname): row.name}
                 ).update(**updates)
                 self.report.fixed += changed
-
-    # --- orphans --------------------------------------------------------------------------
-
-    def _find_orphans(self, plans: list[tuple[Target, Endpoint]]) -> None:
-        """Objects below the walked fields' upload folders that no walked row points to."""
-        seen: set[tuple[int, str]] = set()
-        for target, endpoint in plans:
-            prefix = upload_prefix(target)
-            if prefix is None or (id(endpoint), prefix) in seen:
-                continue
-            seen.add((id(endpoint), prefix))
-            sharing = [t for t, e in plans if e is endpoint]
-            respelled = self._respelled(sharing, endpoint)
-            batch: list[str] = []
-            for name, _info in endpoint.iter_objects(prefix):
-                batch.append(name)
-                if len(batch) >= ORPHAN_BATCH:
-                    self._orphans_in(batch, sharing, target, respelled)
-                    batch = []
-            self._orphans_in(batch, sharing, target, respelled)
-
-    def _respelled(self, targets: list[Target], endpoint: Endpoint) -> set[str]:
-        """What the storage calls the files of rows whose names it spells otherwise (a//b,
-        a/./b, ./a): few rows, looked up once, so that their files are never taken for orphans."""
-        names: set[str] = set()
-        for target in targets:
-            attname = str(target.field.attname)
-            odd = (
-                Q(**{f"{attname}__contains": "//"})
-                | Q(**{f"{attname}__contains": "/./"})
-                | Q(**{f"{attname}__startswith": "./"})
-                | Q(**{f"{attname}__contains": "\\"})
-            )
-            for name in target.model._base_manager.filter(odd).values_list(attname, flat=True):
-                try:
-                    names.add(endpoint.canonical(str(name)))
-                except (SuspiciousOperation, ValueError):
-                    continue
-        return names
-
-    def _orphans_in(
-        self, names: list[str], targets: list[Target], owner: Target, respelled: set[str]
-    ) -> None:
-        referenced: set[str] = set(respelled)
-        for target in targets:
-            attname = str(target.field.attname)
-            referenced.update(
-                target.model._base_manager.filter(**{f"{attname}__in": names}).values_list(
-                    attname, flat=True
-                )
-            )
-        for name in names:
-            if name not in referenced:
-                detail = "no row points to this file"
-                self.report.problems.append(
-                    Problem(ORPHAN, owner.label, owner.field_name, None, name, detail)
-                )
 
 
 def verify_files(

@@ -12,13 +12,10 @@ from storage_migrate.commandline import (
     check_writable,
     non_negative_int,
     positive_int,
+    run_with_progress,
 )
-from storage_migrate.errors import ConfigurationError
 from storage_migrate.migration import migrate_storage
-from storage_migrate.progress import Progress
 from storage_migrate.report import EXIT_CONFIG, EXIT_PROBLEMS, MigrationReport
-
-EXIT_INTERRUPTED = 130
 
 
 class Command(ExitTwoOnBadOptions, BaseCommand):
@@ -97,33 +94,24 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         report_path = Path(options["report"]) if options["report"] else None
         if report_path is not None:
             check_writable(report_path, "--report")
-        progress = Progress(self, verbosity, enabled=not options["no_progress"])
-        try:
-            report = migrate_storage(
-                to=options["to"],
-                source=options["source"],
-                models=options["models"],
-                dry_run=options["dry_run"],
-                workers=options["workers"],
-                batch_size=options["batch_size"],
-                limit=options["limit"],
-                overwrite=options["overwrite"],
-                delete_source=options["delete_source"],
-                rewrite_checksums=options["rewrite_checksums"],
-                create_bucket=options["create_bucket"],
-                on_row=progress.row,
-                on_start=progress.start,
-            )
-        except ConfigurationError as exc:
-            raise CommandError(str(exc), returncode=EXIT_CONFIG) from None
-        except KeyboardInterrupt:
-            raise CommandError(
-                "Interrupted. Rows whose copies were verified are committed; run the same "
-                "command again to finish.",
-                returncode=EXIT_INTERRUPTED,
-            ) from None
-        finally:
-            progress.close()
+        report = run_with_progress(
+            self,
+            options,
+            migrate_storage,
+            interrupted="Interrupted. Rows whose copies were verified are committed; run the "
+            "same command again to finish.",
+            to=options["to"],
+            source=options["source"],
+            models=options["models"],
+            dry_run=options["dry_run"],
+            workers=options["workers"],
+            batch_size=options["batch_size"],
+            limit=options["limit"],
+            overwrite=options["overwrite"],
+            delete_source=options["delete_source"],
+            rewrite_checksums=options["rewrite_checksums"],
+            create_bucket=options["create_bucket"],
+        )
 
         if report_path is not None:
             try:

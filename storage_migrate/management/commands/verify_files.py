@@ -7,12 +7,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from storage_migrate.commandline import ExitTwoOnBadOptions, check_writable, positive_int
-from storage_migrate.errors import ConfigurationError
-from storage_migrate.progress import Progress
+from storage_migrate.commandline import (
+    ExitTwoOnBadOptions,
+    check_writable,
+    positive_int,
+    run_with_progress,
+)
 from storage_migrate.report import (
     DEFAULT_FAIL_ON,
-    EXIT_CONFIG,
     EXIT_PROBLEMS,
     VERIFY_PROBLEMS,
     VerificationReport,
@@ -94,27 +96,21 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         if output is not None:
             check_writable(output, "--output")
         fail_on = tuple(k.strip() for k in str(options["fail_on"]).split(",") if k.strip())
-        progress = Progress(self, verbosity, enabled=not options["no_progress"])
-        try:
-            report = verify_files(
-                storage=options["storage"],
-                models=options["models"],
-                level=options["level"],
-                strict=options["strict"],
-                orphans=options["orphans"],
-                fix_metadata=options["fix_metadata"],
-                sample=options["sample"],
-                fail_on=fail_on,
-                workers=options["workers"],
-                on_row=progress.row,
-                on_start=progress.start,
-            )
-        except ConfigurationError as exc:
-            raise CommandError(str(exc), returncode=EXIT_CONFIG) from None
-        except KeyboardInterrupt:
-            raise CommandError("Interrupted.", returncode=130) from None
-        finally:
-            progress.close()
+        report = run_with_progress(
+            self,
+            options,
+            verify_files,
+            interrupted="Interrupted; nothing was changed except --fix-metadata columns.",
+            storage=options["storage"],
+            models=options["models"],
+            level=options["level"],
+            strict=options["strict"],
+            orphans=options["orphans"],
+            fix_metadata=options["fix_metadata"],
+            sample=options["sample"],
+            fail_on=fail_on,
+            workers=options["workers"],
+        )
 
         rendered = render(report, options["format"])
         if output is not None:
