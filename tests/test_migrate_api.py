@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from pathlib import Path
@@ -14,32 +13,10 @@ from django.core.files.base import ContentFile
 from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage
 from storage_migrate.testing import s3_client
+from tests.helpers import MiB, kinds, make, md5, s3_bytes, s3_keys
 from tests.testapp.models import Attachment, Document
 
 pytestmark = pytest.mark.django_db
-
-MiB = 1024 * 1024
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-def make(name: str, data: bytes, **fields: Any) -> FileManager:
-    return FileManager.objects.create(file=ContentFile(data, name=name), **fields)
-
-
-def s3_bytes(bucket: str, key: str) -> bytes:
-    return bytes(s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def s3_keys(bucket: str) -> list[str]:
-    listing = s3_client().list_objects_v2(Bucket=bucket)
-    return sorted(o["Key"] for o in listing.get("Contents", []))
-
-
-def kinds(report: Any) -> list[str]:
-    return sorted(p.kind for p in report.problems)
 
 
 def test_local_to_s3_copies_verifies_and_updates_rows(s3_bucket: str, media_root: Path) -> None:

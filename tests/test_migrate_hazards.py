@@ -4,7 +4,6 @@ storages failing, corrupting storages."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +15,10 @@ from storage_migrate import migrate_storage, rowcopy
 from storage_migrate import migration as mig
 from storage_migrate.testing import s3_client
 from tests.conftest import reset_storages
+from tests.helpers import kinds, make, md5, s3_bytes
 from tests.testapp.models import Attachment
 
 pytestmark = pytest.mark.django_db
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-def make(name: str, data: bytes, **fields: Any) -> FileManager:
-    return FileManager.objects.create(file=ContentFile(data, name=name), **fields)
-
-
-def s3_body(bucket: str, key: str) -> bytes:
-    return bytes(s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def kinds(report: Any) -> list[str]:
-    return sorted(p.kind for p in report.problems)
 
 
 def share_file(row: FileManager, other: FileManager, **fields: Any) -> None:
@@ -70,7 +54,7 @@ def test_rows_sharing_a_file_across_batches_with_delete_source(
     assert report.problems == []
     second.refresh_from_db()
     assert second.bucket == s3_bucket
-    assert s3_body(s3_bucket, first.file.name) == b"shared bytes"
+    assert s3_bytes(s3_bucket, first.file.name) == b"shared bytes"
 
 
 @pytest.mark.parametrize("dubious_first", [True, False])
@@ -127,7 +111,7 @@ def test_a_failed_second_write_never_removes_a_committed_object(
 
     assert len(calls) == 1  # the second row found the first one's verified copy
     assert (report.copied, report.skipped, report.problems) == (1, 1, [])
-    assert s3_body(s3_bucket, first.file.name) == b"the real bytes"
+    assert s3_bytes(s3_bucket, first.file.name) == b"the real bytes"
 
 
 def test_two_names_that_make_one_key(s3_bucket: str) -> None:
@@ -138,7 +122,7 @@ def test_two_names_that_make_one_key(s3_bucket: str) -> None:
     report = migrate_storage(to="s3")
 
     assert report.rows == 2
-    assert s3_body(s3_bucket, first.file.name) == b"x"
+    assert s3_bytes(s3_bucket, first.file.name) == b"x"
 
 
 def test_a_failing_destination_fails_its_rows_not_the_run(
@@ -226,7 +210,7 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
     monkeypatch.setattr(rowcopy, "copy_file", real_copy)
     # The next run copies what the file holds now, and says the row's checksum is stale.
     assert kinds(migrate_storage(to="s3")) == ["checksum_mismatch", "size_mismatch"]
-    assert s3_body(s3_bucket, row.file.name) == path.read_bytes()
+    assert s3_bytes(s3_bucket, row.file.name) == path.read_bytes()
 
 
 def test_an_object_that_appears_after_the_listing_is_not_overwritten(
@@ -247,7 +231,7 @@ def test_an_object_that_appears_after_the_listing_is_not_overwritten(
     report = migrate_storage(to="s3")
 
     assert kinds(report) == ["conflict"]
-    assert s3_body(s3_bucket, row.file.name) == b"a site upload"
+    assert s3_bytes(s3_bucket, row.file.name) == b"a site upload"
 
 
 def test_a_corrupting_generic_storage_is_caught(

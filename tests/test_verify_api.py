@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
 
 from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage, verify_files
 from storage_migrate import verification as verification_module
 from storage_migrate.testing import s3_client
+from tests.helpers import MiB, kinds, make, md5
 
 pytestmark = pytest.mark.django_db
-
-MiB = 1024 * 1024
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-def make(name: str, data: bytes, **fields: Any) -> FileManager:
-    return FileManager.objects.create(file=ContentFile(data, name=name), **fields)
-
-
-def kinds(report: Any) -> list[str]:
-    return sorted(p.kind for p in report.problems)
 
 
 @pytest.fixture
