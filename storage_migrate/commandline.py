@@ -4,10 +4,11 @@ check that an output path can be written before any work is done."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -72,7 +73,15 @@ def run_with_progress(
 ) -> R:
     """Call the library with a progress display; a configuration error exits 2 with its one
     line, Ctrl-C exits 130 with ``interrupted``, neither with a traceback."""
-    progress = Progress(command, int(options["verbosity"]), enabled=not options["no_progress"])
+    verbosity = int(options["verbosity"])
+    progress = Progress(command, verbosity, enabled=not options["no_progress"])
+    handler = None
+    if verbosity >= 3:  # debug: the library's decisions, row by row
+        handler = logging.StreamHandler(cast(Any, command.stderr)._out)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger = logging.getLogger("storage_migrate")
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     try:
         return call(on_row=progress.row, on_start=progress.start, **kwargs)
     except ConfigurationError as exc:
@@ -81,3 +90,5 @@ def run_with_progress(
         raise CommandError(interrupted, returncode=EXIT_INTERRUPTED) from None
     finally:
         progress.close()
+        if handler is not None:
+            logging.getLogger("storage_migrate").removeHandler(handler)

@@ -30,7 +30,7 @@ from .report import (
     now,
 )
 from .rowcopy import RowCopier
-from .rows import UNKNOWN, Planned, ProgressCallback, Row, RowResult, StartCallback, rows_by_pk
+from .rows import UNKNOWN, Planned, ProgressCallback, Row, RowResult, StartCallback, log, rows_by_pk
 from .targets import Target, resolve_targets
 
 # Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
@@ -195,6 +195,15 @@ class Migration:
     # --- back in the calling thread -------------------------------------------------------
 
     def _finish(self, result: RowResult) -> None:
+        row = result.row
+        log.debug(
+            "%s %s pk=%s %r: %s",
+            result.outcome,
+            row.target.label,
+            row.pk,
+            row.name,
+            "; ".join(p.detail for p in result.problems) or f"{result.bytes} bytes",
+        )
         report = self.report
         report.rows += 1
         if result.outcome == COPIED:

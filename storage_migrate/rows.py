@@ -3,6 +3,7 @@ batches (pk > last, never OFFSET)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from .endpoints import Fingerprint, ObjectInfo
 from .report import COPIED, SKIPPED, Problem
 from .targets import Target
+
+log = logging.getLogger("storage_migrate")
 
 
 @dataclass

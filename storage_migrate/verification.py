@@ -38,7 +38,7 @@ from .report import (
     VerificationReport,
     now,
 )
-from .rows import UNKNOWN, Planned, Row, _Unknown, rows_by_pk
+from .rows import UNKNOWN, Planned, Row, _Unknown, log, rows_by_pk
 from .targets import Target, resolve_targets
 
 LEVELS = ("exists", "size", "checksum", "deep")
@@ -160,16 +160,19 @@ class Verification:
     def _planned(self, target: Target, endpoint: Endpoint) -> Iterator[tuple[Row, Planned]]:
         """Each row, with what the storage holds under its name when one listing told (else
         UNKNOWN: the worker asks the storage for that row alone)."""
+        log.debug("checking %s on %s (%s)", target, endpoint, endpoint.kind)
         if self.sample is not None:
             for row in self._sampled(target):
                 yield row, UNKNOWN
             return
         collation = BYTE_ORDER.get(connection.vendor)
         if collation is None or self._count(target) < JOIN_MIN_ROWS:
+            log.debug("%s: one request per row (small selection)", target)
             for batch in rows_by_pk(target, self.conf.BATCH_SIZE):
                 for row in batch:
                     yield row, UNKNOWN
             return
+        log.debug("%s: rows joined with one listing (collation %s)", target, collation)
         yield from joined_rows(target, endpoint, collation, self.conf.BATCH_SIZE)
 
     def _sampled(self, target: Target) -> list[Row]:
@@ -293,6 +296,15 @@ class Verification:
     # --- back in the calling thread -------------------------------------------------------
 
     def _finish(self, result: CheckResult) -> None:
+        detail = result.problem.detail if result.problem else ""
+        log.debug(
+            "%s %s pk=%s %r %s",
+            result.outcome,
+            result.row.target.label,
+            result.row.pk,
+            result.row.name,
+            detail,
+        )
         report = self.report
         report.rows += 1
         report.downloaded += int(result.downloaded)

@@ -510,3 +510,13 @@ def test_unwritable_report_path_is_refused_before_anything_is_written(
     assert error.returncode == 2
     assert bucket_keys(s3_bucket) == []
     assert snapshot() == before
+
+
+@pytest.mark.django_db
+def test_verbosity_3_shows_the_librarys_decisions(s3_bucket: str) -> None:
+    FileManager.objects.create(file=ContentFile(b"debug me", name="debug.txt"))
+    stdout, stderr = io.StringIO(), io.StringIO()
+
+    call_command("migrate_storage", to="s3", verbosity=3, stdout=stdout, stderr=stderr)
+
+    assert "DEBUG storage_migrate: copied core.FileManager pk=" in stderr.getvalue()

@@ -1170,3 +1170,14 @@ def test_a_file_a_row_points_to_is_no_orphan(s3_bucket: str, media_root: Path, w
 
     assert report["problems"] == []
     assert status == 0
+
+
+@pytest.mark.django_db
+def test_verbosity_3_says_how_rows_are_checked() -> None:
+    FileManager.objects.create(file=ContentFile(b"debug me", name="debug.txt"))
+    stderr = io.StringIO()
+
+    call_command("verify_files", verbosity=3, stdout=io.StringIO(), stderr=stderr)
+
+    assert "one request per row (small selection)" in stderr.getvalue()
+    assert "DEBUG storage_migrate: ok core.FileManager pk=" in stderr.getvalue()
