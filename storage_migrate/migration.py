@@ -71,6 +71,7 @@ class Migration:
         # file waits until the first is committed, then looks at the destination afresh.
         self._busy: set[str] = set()
         self._waiting: dict[str, deque[Row]] = {}
+        self._waiting_count = 0
         self._tainted: set[str] = set()  # keys with a problem this run: their source stays
         self._futures: set[Future[RowResult]] = set()
         self._pool: ThreadPoolExecutor | None = None
@@ -108,8 +109,12 @@ class Migration:
                     self._finish(planned)
                 else:
                     self._submit(row, planned)
-                while len(self._futures) >= window:
+                # Rows waiting for a shared file count too: memory stays bounded even when
+                # thousands of rows point at one file (a default avatar).
+                while len(self._futures) + self._waiting_count >= window:
                     self._drain(FIRST_COMPLETED)
+                    if not self._futures:
+                        self._commit()
             while self._futures or self._pending or self._waiting:
                 self._drain(FIRST_COMPLETED)
                 self._commit()
@@ -122,6 +127,7 @@ class Migration:
                     self._futures.discard(future)
                     self._finish(future.result())
             self._waiting.clear()
+            self._waiting_count = 0
             self._commit(resubmit=False)
             raise
         finally:
@@ -133,6 +139,7 @@ class Migration:
     def _submit(self, row: Row, planned: Planned) -> None:
         if row.key in self._busy:
             self._waiting.setdefault(row.key, deque()).append(row)
+            self._waiting_count += 1
             return
         self._busy.add(row.key)
         assert self._pool is not None
@@ -234,6 +241,7 @@ class Migration:
         if waiting and resubmit:
             assert self._pool is not None
             self._futures.add(self._pool.submit(self.copier.process, waiting.popleft(), UNKNOWN))
+            self._waiting_count -= 1
             if not waiting:
                 del self._waiting[key]
         else:

@@ -268,3 +268,33 @@ def test_a_generic_storage_round_trip(settings: Any) -> None:
 
     assert (report.copied, report.problems) == (1, [])
     assert migrate_storage(to="memory", source="local").skipped == 1
+
+
+def test_many_rows_sharing_one_file(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A default avatar: hundreds of rows, one file. Copied once; memory bounded by the window."""
+    waiting: list[int] = []
+    real_submit = mig.Migration._submit
+
+    def submit(self: Any, row: Any, planned: Any) -> None:
+        real_submit(self, row, planned)
+        waiting.append(self._waiting_count)
+
+    monkeypatch.setattr(mig.Migration, "_submit", submit)
+    avatar = make("avatar.png", b"default avatar")
+    FileManager.objects.bulk_create(
+        FileManager(
+            file=avatar.file.name,
+            object_key=str(avatar.file.name),
+            checksum=avatar.checksum,
+            file_size=avatar.file_size,
+        )
+        for _ in range(300)
+    )
+
+    report = migrate_storage(to="s3", workers=2, batch_size=50)
+
+    assert (report.rows, report.copied, report.skipped, report.problems) == (301, 1, 300, [])
+    assert max(waiting) <= 2 * 4  # workers * 4: the window, not the 300 rows
+    assert set(FileManager.objects.values_list("bucket", flat=True)) == {s3_bucket}
