@@ -7,9 +7,11 @@ import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import IO, TYPE_CHECKING
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.files.storage.handler import InvalidStorageError
 
@@ -153,7 +155,18 @@ class LocalEndpoint(Endpoint):
     storage: FileSystemStorage
 
     def local_path(self, name: str) -> str:
-        return self.storage.path(name)
+        """The file's path; refused (SuspiciousFileOperation) when a symlink on the way leads
+        out of the storage's root, so nothing outside it is ever read or written."""
+        path = self.storage.path(name)
+        root = self._real_root
+        real = os.path.realpath(path)
+        if real != root and not real.startswith(root + os.sep):
+            raise SuspiciousFileOperation(f"{name!r} leads out of {self.storage.location}")
+        return path
+
+    @cached_property
+    def _real_root(self) -> str:
+        return os.path.realpath(self.storage.location)
 
     def canonical(self, name: str) -> str:
         relative = os.path.relpath(self.local_path(name), self.storage.location)

@@ -198,7 +198,22 @@ def write_s3(
 ) -> ObjectInfo:
     engine = _engine(endpoint, conf)
     key = endpoint.key(name)
-    etag = engine.put(key, source, engine.write_params(key, content_type), overwrite=existed)
+    try:
+        etag = engine.put(key, source, engine.write_params(key, content_type), overwrite=existed)
+    except Conflict:
+        # A retried write whose first attempt succeeded (its answer was lost) finds its own
+        # object: that is a success if the object holds these very bytes. Anything else under
+        # the name is someone else's, and is neither replaced nor deleted.
+        found = endpoint.stat(name)
+        digest = source.digest
+        if (
+            found is not None
+            and found.size == digest.size
+            and (found.etag_md5 == digest.md5 or found.etag == digest.multipart_etag())
+        ):
+            found.md5 = digest.md5
+            return found
+        raise
     try:
         return verify_s3(endpoint, name, source.digest, etag)
     except VerificationFailed:

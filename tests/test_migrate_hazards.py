@@ -11,7 +11,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from core.models import FileManager
-from storage_migrate import migrate_storage, rowcopy
+from storage_migrate import engine, migrate_storage, rowcopy, verify_files
 from storage_migrate import migration as mig
 from storage_migrate.testing import s3_client
 from tests.conftest import reset_storages
@@ -91,7 +91,6 @@ def test_rows_sharing_a_file_back_to_local_are_not_conflicts(
 def test_a_failed_second_write_never_removes_a_committed_object(
     s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate import engine
 
     first = make("shared.txt", b"the real bytes")
     second = make("other.txt", b"zz")
@@ -298,3 +297,49 @@ def test_many_rows_sharing_one_file(
     assert (report.rows, report.copied, report.skipped, report.problems) == (301, 1, 300, [])
     assert max(waiting) <= 2 * 4  # workers * 4: the window, not the 300 rows
     assert set(FileManager.objects.values_list("bucket", flat=True)) == {s3_bucket}
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_symlink_out_of_media_root_is_never_followed(
+    s3_bucket: str, media_root: Path, link: str
+) -> None:
+    outside = media_root.parent / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"not for the bucket")
+    row = make("innocent.txt", b"x")
+    if link == "file":
+        (media_root / "file_manager" / "leak.txt").symlink_to(outside / "secret.txt")
+        name = "file_manager/leak.txt"
+    else:
+        (media_root / "file_manager" / "leaky").symlink_to(outside)
+        name = "file_manager/leaky/secret.txt"
+    FileManager.objects.filter(pk=row.pk).update(file=name)
+
+    report = migrate_storage(to="s3")
+
+    assert [(p.kind, p.pk) for p in report.problems] == [("unsafe_name", row.pk)]
+    assert s3_client().list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+    verified = verify_files()
+    assert [(p.kind, p.pk) for p in verified.problems] == [("unsafe_name", row.pk)]
+
+
+def test_a_retried_write_that_finds_its_own_object_is_a_success(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write landed, its answer was lost, the retry got 412 Precondition Failed."""
+    from storage_migrate.errors import Conflict
+
+    row = make("lost-answer.txt", b"written once")
+    real_put = engine.Boto3Engine.put
+
+    def put_then_lose_the_answer(self: Any, key: str, source: Any, params: Any, **kw: Any) -> Any:
+        real_put(self, key, source, params, **kw)
+        raise Conflict("an object appeared under this name during the copy")
+
+    monkeypatch.setattr(engine.Boto3Engine, "put", put_then_lose_the_answer)
+
+    report = migrate_storage(to="s3")
+
+    assert (report.copied, report.problems) == (1, [])
+    row.refresh_from_db()
+    assert row.bucket == s3_bucket
