@@ -86,6 +86,19 @@ class Boto3Engine:
             self._manager.shutdown()
             self._manager = None
 
+    def abort_leftovers(self, key: str) -> int:
+        """Abort incomplete multipart uploads of this very key: what a run killed while writing
+        it left behind (parts are billed until aborted). Returns how many were aborted."""
+        listing = self.client.list_multipart_uploads(Bucket=self.endpoint.bucket, Prefix=key)
+        aborted = 0
+        for upload in listing.get("Uploads", []):
+            if upload.get("Key") == key:
+                self.client.abort_multipart_upload(
+                    Bucket=self.endpoint.bucket, Key=key, UploadId=upload["UploadId"]
+                )
+                aborted += 1
+        return aborted
+
     def write_params(self, key: str, content_type: str | None) -> dict[str, Any]:
         """The parameters django-storages would write this object with: its object parameters,
         Content-Type (and Content-Encoding for .gz), default ACL."""
@@ -134,6 +147,7 @@ class Boto3Engine:
             return normalize_etag(response.get("ETag"))
         if source.path is None:  # pragma: no cover - large sources are always files
             raise VerificationFailed("large source is not in a file")
+        self.abort_leftovers(key)
         if conditional:
             self._no_clobber_keys.add(key)
         try:

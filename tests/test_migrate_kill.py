@@ -93,6 +93,8 @@ def test_killed_at_any_moment_then_converges(
         assert row.checksum == sources[row.pk]
     again = manage_py(*args)
     assert "Copied 0 files" in again.stdout, again.stdout
+    # The multipart upload the first kill interrupted was aborted when the file was copied again.
+    assert s3.list_multipart_uploads(Bucket=http_bucket).get("Uploads", []) == []
 
 
 def test_ctrl_c_commits_what_was_verified_and_exits_130(
