@@ -4,6 +4,7 @@ storages failing, corrupting storages."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -343,3 +344,77 @@ def test_a_retried_write_that_finds_its_own_object_is_a_success(
     assert (report.copied, report.problems) == (1, [])
     row.refresh_from_db()
     assert row.bucket == s3_bucket
+
+
+def test_an_unreadable_source_is_an_error_not_missing(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage_migrate import sources
+
+    locked = make("locked.txt", b"no read permission")
+    fine = make("fine.txt", b"readable")
+    real_open = open
+
+    def guarded_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(path).endswith(locked.file.name):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "open", guarded_open, raising=False)
+
+    report = migrate_storage(to="s3")
+
+    assert [(p.kind, p.pk) for p in report.problems] == [("error", locked.pk)]
+    assert "Permission denied" in report.problems[0].detail
+    assert s3_bytes(s3_bucket, fine.file.name) == b"readable"
+
+
+def test_a_full_disk_leaves_no_partial_file(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    big = make("big.bin", b"B" * 300_000)
+    small = make("small.txt", b"fits")
+    assert migrate_storage(to="s3").problems == []
+    for row in (big, small):
+        (media_root / row.file.name).unlink()
+    real_fdopen = os.fdopen
+
+    class FillsUp:
+        """A file on a disk with 100 kB left."""
+
+        def __init__(self, raw: Any) -> None:
+            self.raw, self.written = raw, 0
+
+        def write(self, data: bytes) -> int:
+            if self.written + len(data) > 100_000:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.written += len(data)
+            return int(self.raw.write(data))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.raw, name)
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.raw.close()
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **k: FillsUp(real_fdopen(*a, **k)))
+
+    report = migrate_storage(to="local", workers=1)
+
+    assert [(p.kind, p.pk) for p in report.problems] == [("error", big.pk)]
+    assert "No space left" in report.problems[0].detail
+    assert not (media_root / big.file.name).exists()
+    assert (media_root / small.file.name).read_bytes() == b"fits"
+    leftovers = [p.name for p in media_root.rglob("*") if p.is_file() and p.name.startswith(".")]
+    assert leftovers == []
+    big.refresh_from_db()
+    assert big.bucket == s3_bucket  # the row still points where its file is
+
+    monkeypatch.setattr(os, "fdopen", real_fdopen)  # space freed
+    assert migrate_storage(to="local").problems == []
+    assert (media_root / big.file.name).read_bytes() == b"B" * 300_000
