@@ -418,3 +418,33 @@ def test_a_full_disk_leaves_no_partial_file(
     monkeypatch.setattr(os, "fdopen", real_fdopen)  # space freed
     assert migrate_storage(to="local").problems == []
     assert (media_root / big.file.name).read_bytes() == b"B" * 300_000
+
+
+def test_a_row_created_mid_run_is_migrated_or_left_whole(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(6):
+        make(f"early {i}.txt", b"early")
+    created: list[FileManager] = []
+    real_finish = mig.Migration._finish
+
+    def finish(self: Any, result: Any) -> None:
+        if not created:  # an upload lands while the migration runs
+            created.append(make("uploaded mid-run.txt", b"new upload"))
+        real_finish(self, result)
+
+    monkeypatch.setattr(mig.Migration, "_finish", finish)
+
+    report = migrate_storage(to="s3", batch_size=2, workers=1)
+
+    assert report.problems == []
+    late = created[0]
+    late.refresh_from_db()
+    keys = {o["Key"] for o in s3_client().list_objects_v2(Bucket=s3_bucket).get("Contents", [])}
+    if late.bucket:  # migrated in this run: whole
+        assert s3_bytes(s3_bucket, late.object_key) == b"new upload"
+    else:  # or left untouched for the next run
+        assert late.file.name not in keys
+    assert migrate_storage(to="s3").problems == []
+    late.refresh_from_db()
+    assert late.bucket == s3_bucket
