@@ -34,8 +34,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP) ## Benchmarks against rclone, s5cmd and awscli.
-	@echo "make bench: the benchmark harness arrives with the performance work (bench/)."
+bench: $(STAMP) ## migrate_storage and verify_files against rclone, on rclone serve s3.
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) bench/measure.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) sample_project/.demo .pytest_cache .mypy_cache .ruff_cache
