@@ -58,12 +58,29 @@ class Boto3Engine:
         self.client.meta.events.register(
             "before-parameter-build.s3.CompleteMultipartUpload", self._no_clobber_multipart
         )
+        self.client.meta.events.register(
+            "after-call.s3.CompleteMultipartUpload", self._remember_completion
+        )
+        self._completed: dict[str, str] = {}
         self._manager: Any = None
         self._lock = threading.Lock()
         self.conditional_writes = True
         self._no_clobber_keys: set[str] = set()
 
-    def _no_clobber_multipart(self, params: dict[str, Any], **_: Any) -> None:
+    def _remember_completion(
+        self, parsed: dict[str, Any], context: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        """The ETag a completed multipart upload returned: what our write made."""
+        key = (context or {}).get("storage_migrate_key")
+        if key and parsed.get("ETag"):
+            with self._lock:
+                self._completed[str(key)] = normalize_etag(parsed["ETag"])
+
+    def _no_clobber_multipart(
+        self, params: dict[str, Any], context: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        if context is not None:
+            context["storage_migrate_key"] = params.get("Key")
         if self.conditional_writes and params.get("Key") in self._no_clobber_keys:
             params.setdefault("IfNoneMatch", "*")
 
@@ -157,7 +174,8 @@ class Boto3Engine:
             upload.result()
         finally:
             self._no_clobber_keys.discard(key)
-        return None
+        with self._lock:
+            return self._completed.pop(key, None)
 
 
 _ENGINE_LOCK = threading.Lock()
@@ -209,7 +227,9 @@ def write_s3(
     conf: Conf,
     *,
     existed: bool,
-) -> ObjectInfo:
+) -> tuple[ObjectInfo, bool]:
+    """Write and verify; the verified object, and whether it was found already written (a
+    retried write whose answer was lost, or another run's: either way, not ours to delete)."""
     engine = _engine(endpoint, conf)
     key = endpoint.key(name)
     try:
@@ -220,17 +240,26 @@ def write_s3(
         # the name is someone else's, and is neither replaced nor deleted.
         found = endpoint.stat(name)
         digest = source.digest
+        multipart = endpoint.etag_is_md5 and found is not None and not found.encrypted
         if (
             found is not None
             and found.size == digest.size
-            and (found.etag_md5 == digest.md5 or found.etag == digest.multipart_etag())
+            and (
+                found.etag_md5 == digest.md5
+                or (multipart and found.etag == digest.multipart_etag())
+            )
         ):
             found.md5 = digest.md5
-            return found
+            return found, True
         raise
     try:
-        return verify_s3(endpoint, name, source.digest, etag)
+        return verify_s3(endpoint, name, source.digest, etag), False
     except VerificationFailed:
-        if not existed:
-            endpoint.delete(name)  # our own unverified write: never leave it for a row to find
+        # Remove our corrupt write, so that no row and no re-run takes it for a copy: only while
+        # the key still holds the very object our write made (its ETag, as the write returned
+        # it; nobody adopts corrupt bytes), never what another writer has put there since.
+        if not existed and etag:
+            current = endpoint.stat(name)
+            if current is not None and current.etag == etag:
+                endpoint.delete(name)
         raise

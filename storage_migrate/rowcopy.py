@@ -127,12 +127,13 @@ class RowCopier:
             existed=existed,
             source_info=source,
         )
-        try:
-            self._unchanged(row, fingerprint)
-        except VerificationFailed:
-            if not existed:
-                self.dst.delete(row.name)  # a copy of bytes the source no longer holds
-            raise
+        if self._fingerprint and self.src.fingerprint(row.name) != fingerprint:
+            # The copy holds the bytes read before the change; it is left where it is (another
+            # run may already point a row at it), and the row is not committed.
+            raise VerificationFailed(
+                "source changed while it was copied; the copy of the earlier bytes was left at "
+                "the destination (run again with --overwrite to replace it)"
+            )
         result = self._result(
             row,
             COPIED,

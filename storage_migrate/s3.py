@@ -141,9 +141,12 @@ class S3Endpoint(Endpoint):
         metadata = head.get("Metadata") or {}
         meta = str(metadata.get("md5", "")).lower()
         # Our md5 metadata speaks for these bytes only while the ETag is still the one the
-        # upload was made with (a multipart ETag, recorded beside it); under KMS no ETag can
-        # say anything, and the metadata is all there is short of reading the object.
-        bound = encrypted or normalize_etag(metadata.get("etag")) == etag or etag_md5 is not None
+        # upload was made with (a multipart ETag, recorded beside it). Under KMS or customer
+        # keys no ETag binds it, and anyone can write metadata: such objects are read to be
+        # proven.
+        bound = etag_md5 is not None or (
+            not encrypted and normalize_etag(metadata.get("etag")) == etag
+        )
         meta_md5 = meta if is_md5_hex(meta) and bound else None
         return ObjectInfo(
             size=int(head["ContentLength"]),

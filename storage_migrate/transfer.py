@@ -135,6 +135,7 @@ class Copied:
 
     digest: Digest
     info: ObjectInfo
+    adopted: bool = False  # found already written (see write_s3): never ours to delete
 
 
 def copy_file(
@@ -153,8 +154,8 @@ def copy_file(
         source = load_source(src, name, source_info.size if source_info else None, conf)
         try:
             _check_source(source.digest, source_info)
-            info = write_s3(dst, name, source, content_type, conf, existed=existed)
-            return Copied(source.digest, info)
+            info, adopted = write_s3(dst, name, source, content_type, conf, existed=existed)
+            return Copied(source.digest, info, adopted)
         finally:
             source.close()
     try:

@@ -206,10 +206,18 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
     assert path.read_bytes() == b"version two, written by the site just after our read"
     row.refresh_from_db()
     assert row.bucket == ""  # the row does not point at the stale copy
-    assert s3_client().list_objects_v2(Bucket=s3_bucket)["KeyCount"] == 0
+    # The copy of the earlier bytes is left (another run may point at it): never deleted.
+    assert s3_bytes(s3_bucket, row.file.name) == b"version one"
     monkeypatch.setattr(rowcopy, "copy_file", real_copy)
-    # The next run copies what the file holds now, and says the row's checksum is stale.
-    assert kinds(migrate_storage(to="s3")) == ["checksum_mismatch", "size_mismatch"]
+    # The row's stored checksum describes the earlier bytes, which the destination holds: a
+    # plain re-run skips it as the spec says; --delete-source reads the source, sees the
+    # difference, and keeps it.
+    assert migrate_storage(to="s3").problems == []
+    assert kinds(migrate_storage(to="s3", delete_source=True)) == ["conflict"]
+    assert path.exists()
+    # Replacing it is a person's decision; the row's checksum is then reported as stale.
+    replaced = migrate_storage(to="s3", overwrite=True, delete_source=True)
+    assert kinds(replaced) == ["checksum_mismatch", "size_mismatch"]
     assert s3_bytes(s3_bucket, row.file.name) == path.read_bytes()
 
 
@@ -448,3 +456,49 @@ def test_a_row_created_mid_run_is_migrated_or_left_whole(
     assert migrate_storage(to="s3").problems == []
     late.refresh_from_db()
     assert late.bucket == s3_bucket
+
+
+def test_kms_metadata_proves_nothing_so_a_replaced_object_is_caught(
+    s3_bucket: str, settings: Any, media_root: Path
+) -> None:
+    settings.AWS_S3_OBJECT_PARAMETERS = {"ServerSideEncryption": "aws:kms"}
+    reset_storages()
+    row = make("contract.pdf", b"A" * 500)
+    assert migrate_storage(to="s3").problems == []
+    # Someone replaces the bytes, keeping our md5 metadata; under KMS no ETag tells.
+    s3_client().put_object(
+        Bucket=s3_bucket,
+        Key=row.file.name,
+        Body=b"B" * 500,
+        ServerSideEncryption="aws:kms",
+        Metadata={"md5": md5(b"A" * 500)},
+    )
+
+    verified = verify_files(storage="s3")
+    migrated = migrate_storage(to="s3", delete_source=True)
+
+    assert kinds(verified) == ["checksum_mismatch"]
+    assert verified.downloaded == 1
+    assert kinds(migrated) == ["conflict"]
+    assert (media_root / row.file.name).read_bytes() == b"A" * 500  # never deleted
+
+
+def test_an_object_replaced_before_verification_is_not_deleted(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row = make("raced.txt", b"our bytes")
+    real_verify = engine.verify_s3
+
+    def site_writes_first(endpoint: Any, name: str, digest: Any, etag: Any) -> Any:
+        # Between our write and its verification, the site saves over it (overwrite on).
+        s3_client().put_object(Bucket=endpoint.bucket, Key=name, Body=b"the site's newer bytes")
+        return real_verify(endpoint, name, digest, None)
+
+    monkeypatch.setattr(engine, "verify_s3", site_writes_first)
+
+    report = migrate_storage(to="s3")
+
+    assert kinds(report) == ["error"]
+    assert s3_bytes(s3_bucket, row.file.name) == b"the site's newer bytes"
+    row.refresh_from_db()
+    assert row.bucket == ""
