@@ -158,11 +158,13 @@ class LocalEndpoint(Endpoint):
         """The file's path; refused (SuspiciousFileOperation) when a symlink on the way leads
         out of the storage's root, so nothing outside it is ever read or written."""
         path = self.storage.path(name)
-        root = self._real_root
-        real = os.path.realpath(path)
-        if real != root and not real.startswith(root + os.sep):
+        if not self._inside(path):
             raise SuspiciousFileOperation(f"{name!r} leads out of {self.storage.location}")
         return path
+
+    def _inside(self, path: str) -> bool:
+        root, real = self._real_root, os.path.realpath(path)
+        return real == root or real.startswith(root + os.sep)
 
     @cached_property
     def _real_root(self) -> str:
@@ -205,13 +207,15 @@ class LocalEndpoint(Endpoint):
                 entries.append((entry.name + "/", entry))
             elif entry.is_file(follow_symlinks=False):
                 entries.append((entry.name, entry))
+            elif entry.is_symlink() and entry.is_file() and self._inside(entry.path):
+                entries.append((entry.name, entry))  # a link to a file within the root
         for label, entry in sorted(entries, key=lambda e: _utf8(e[0])):
             name = f"{folder}/{label}" if folder else label
             if label.endswith("/"):
                 if name.startswith(prefix) or prefix.startswith(name):
                     yield from self._walk(name.rstrip("/"), prefix)
             elif name.startswith(prefix):
-                yield name, ObjectInfo(size=entry.stat(follow_symlinks=False).st_size)
+                yield name, ObjectInfo(size=entry.stat().st_size)
 
     def fingerprint(self, name: str) -> Fingerprint | None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from .conf import Conf
@@ -62,6 +63,7 @@ class Boto3Engine:
             "after-call.s3.CompleteMultipartUpload", self._remember_completion
         )
         self._completed: dict[str, str] = {}
+        self.started = datetime.now(UTC)
         self._manager: Any = None
         self._lock = threading.Lock()
         self.conditional_writes = True
@@ -104,12 +106,16 @@ class Boto3Engine:
             self._manager = None
 
     def abort_leftovers(self, key: str) -> int:
-        """Abort incomplete multipart uploads of this very key: what a run killed while writing
-        it left behind (parts are billed until aborted). Returns how many were aborted."""
-        listing = self.client.list_multipart_uploads(Bucket=self.endpoint.bucket, Prefix=key)
+        """Abort incomplete multipart uploads of this very key begun before this run started:
+        what a run killed while writing it left behind (parts are billed until aborted). An
+        upload begun since is another writer's, and is left alone. Returns how many."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
         aborted = 0
-        for upload in listing.get("Uploads", []):
-            if upload.get("Key") == key:
+        for page in paginator.paginate(Bucket=self.endpoint.bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                initiated = upload.get("Initiated")
+                if upload.get("Key") != key or initiated is None or initiated >= self.started:
+                    continue
                 self.client.abort_multipart_upload(
                     Bucket=self.endpoint.bucket, Key=key, UploadId=upload["UploadId"]
                 )

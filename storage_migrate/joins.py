@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.db.models import Max, Min, Q
 from django.db.models.functions import Collate
 
@@ -59,7 +60,11 @@ def joined_rows(
             row = Row(
                 target, values[0], str(values[1]), dict(zip(columns, values[2:], strict=True))
             )
-            if endpoint.canonical(row.name) != row.name:
+            try:
+                respelled = endpoint.canonical(row.name) != row.name
+            except (SuspiciousOperation, ValueError):
+                respelled = True  # an unsafe name: the check reports it, nothing is read
+            if respelled:
                 # The storage lists it under another spelling (a//b): ask for it alone.
                 yield row, UNKNOWN
                 continue

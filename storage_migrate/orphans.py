@@ -6,59 +6,83 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from django.apps import apps
 from django.core.exceptions import SuspiciousOperation
+from django.db import models
 from django.db.models import Q
 
 from .endpoints import Endpoint
 from .report import ORPHAN, Problem
-from .targets import Target
+from .targets import Target, file_fields
 
 ORPHAN_BATCH = 1000
 
 
 def upload_prefix(target: Target) -> str | None:
     """The fixed folder a FileField uploads under (``file_manager/`` of
-    ``file_manager/%Y/%m/%d/``), or None when upload_to is a function."""
+    ``file_manager/%Y/%m/%d/``, ``avatars/`` of ``avatars``), or None when upload_to is a
+    function."""
     upload_to = target.field.upload_to
     if callable(upload_to):
         return None
     text = str(upload_to or "")
+    if "%" not in text:
+        return text.rstrip("/") + "/" if text.strip("/") else ""
     fixed = text.split("%", 1)[0]
-    return fixed[: fixed.rfind("/") + 1] if "/" in fixed else ""
+    return fixed[: fixed.rfind("/") + 1]
+
+
+def _outermost(prefixes: set[str]) -> list[str]:
+    """Folders to list, none inside another (each object is listed once)."""
+    kept: list[str] = []
+    for prefix in sorted(prefixes):
+        if not any(prefix.startswith(k) for k in kept):
+            kept.append(prefix)
+    return kept
+
+
+def every_file_field() -> list[tuple[type[models.Model], str]]:
+    """Every concrete FileField of every installed model: a file any of them points to is no
+    orphan, whatever --model selected (a false orphan is the dangerous mistake)."""
+    return [(model, str(f.attname)) for model in apps.get_models() for f in file_fields(model)]
 
 
 def find_orphans(plans: list[tuple[Target, Endpoint]]) -> Iterator[Problem]:
-    """Objects below the walked fields' upload folders that no walked row points to."""
-    seen: set[tuple[int, str]] = set()
+    """Objects below the walked fields' upload folders that no row of any model points to."""
+    fields = every_file_field()
+    by_endpoint: dict[int, tuple[Endpoint, dict[str, Target]]] = {}
     for target, endpoint in plans:
         prefix = upload_prefix(target)
-        if prefix is None or (id(endpoint), prefix) in seen:
-            continue
-        seen.add((id(endpoint), prefix))
-        sharing = [t for t, e in plans if e is endpoint]
-        respelled = _respelled(sharing, endpoint)
-        batch: list[str] = []
-        for name, _info in endpoint.iter_objects(prefix):
-            batch.append(name)
-            if len(batch) >= ORPHAN_BATCH:
-                yield from _orphans_in(batch, sharing, target, respelled)
-                batch = []
-        yield from _orphans_in(batch, sharing, target, respelled)
+        if prefix is not None:
+            owners = by_endpoint.setdefault(id(endpoint), (endpoint, {}))[1]
+            owners.setdefault(prefix, target)
+    for endpoint, owners in by_endpoint.values():
+        respelled = _respelled(fields, endpoint)
+        for prefix in _outermost(set(owners)):
+            owner = owners[prefix]
+            batch: list[str] = []
+            for name, _info in endpoint.iter_objects(prefix):
+                batch.append(name)
+                if len(batch) >= ORPHAN_BATCH:
+                    yield from _orphans_in(batch, fields, owner, respelled)
+                    batch = []
+            yield from _orphans_in(batch, fields, owner, respelled)
 
 
-def _respelled(targets: list[Target], endpoint: Endpoint) -> set[str]:
+def _respelled(fields: list[tuple[type[models.Model], str]], endpoint: Endpoint) -> set[str]:
     """What the storage calls the files of rows whose names it spells otherwise (a//b,
-    a/./b, ./a): few rows, looked up once, so that their files are never taken for orphans."""
+    a/./b, ./a, a/.): few rows, looked up once, so that their files are never taken for
+    orphans."""
     names: set[str] = set()
-    for target in targets:
-        attname = str(target.field.attname)
+    for model, attname in fields:
         odd = (
             Q(**{f"{attname}__contains": "//"})
             | Q(**{f"{attname}__contains": "/./"})
             | Q(**{f"{attname}__startswith": "./"})
+            | Q(**{f"{attname}__endswith": "/."})
             | Q(**{f"{attname}__contains": "\\"})
         )
-        for name in target.model._base_manager.filter(odd).values_list(attname, flat=True):
+        for name in model._base_manager.filter(odd).values_list(attname, flat=True):
             try:
                 names.add(endpoint.canonical(str(name)))
             except (SuspiciousOperation, ValueError):
@@ -67,15 +91,15 @@ def _respelled(targets: list[Target], endpoint: Endpoint) -> set[str]:
 
 
 def _orphans_in(
-    names: list[str], targets: list[Target], owner: Target, respelled: set[str]
+    names: list[str],
+    fields: list[tuple[type[models.Model], str]],
+    owner: Target,
+    respelled: set[str],
 ) -> Iterator[Problem]:
     referenced: set[str] = set(respelled)
-    for target in targets:
-        attname = str(target.field.attname)
+    for model, attname in fields:
         referenced.update(
-            target.model._base_manager.filter(**{f"{attname}__in": names}).values_list(
-                attname, flat=True
-            )
+            model._base_manager.filter(**{f"{attname}__in": names}).values_list(attname, flat=True)
         )
     for name in names:
         if name not in referenced:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -283,10 +284,14 @@ class VerificationReport(Report):
         failures = 0
         for p in self.problems:
             case = ET.SubElement(
-                suite, "testcase", classname=f"{p.model}.{p.field}", name=_case_name(p.pk, p.name)
+                suite,
+                "testcase",
+                classname=f"{p.model}.{p.field}",
+                name=_case_name(p.pk, p.name),
             )
-            failure = ET.SubElement(case, "failure", type=p.kind, message=f"{p.kind}: {p.detail}")
-            failure.text = json.dumps(p.to_dict(), ensure_ascii=False, default=str)
+            message = xml_safe(f"{p.kind}: {p.detail}")
+            failure = ET.SubElement(case, "failure", type=p.kind, message=message)
+            failure.text = json.dumps(p.to_dict(), ensure_ascii=True, default=str)
             cases += 1
             failures += 1
         if self.ok_rows is not None:
@@ -305,5 +310,13 @@ class VerificationReport(Report):
         return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_safe(text: str) -> str:
+    """Text XML 1.0 can hold: characters it cannot are written as \\xNN escapes."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _case_name(pk: Any, name: str) -> str:
-    return f"pk={pk} {name}" if pk is not None else name
+    return xml_safe(f"pk={pk} {name}" if pk is not None else name)

@@ -240,7 +240,7 @@ class Verification:
             self._fail(result, SIZE_MISMATCH, detail, expected=stored_size, actual=info.size)
         wants_md5 = self.level in ("checksum", "deep") and (stored_md5 or self.fix_metadata)
         if result.outcome == OK and wants_md5 and actual_md5 is None:
-            actual_md5, result.downloaded = self._md5(endpoint, row.name, info)
+            actual_md5, result.downloaded = self._md5(endpoint, row.name, info, stored_md5)
         if self.level in ("checksum", "deep"):
             if not stored_md5:
                 result.unchecked = True
@@ -257,9 +257,13 @@ class Verification:
             self._fail(result, UNVERIFIABLE, detail)
         return result
 
-    def _md5(self, endpoint: Endpoint, name: str, info: ObjectInfo) -> tuple[str, bool]:
-        """The object's MD5 without reading it where the storage can prove it; else read it."""
-        if info.etag_md5:
+    def _md5(
+        self, endpoint: Endpoint, name: str, info: ObjectInfo, stored: str
+    ) -> tuple[str, bool]:
+        """The object's MD5 without reading it where the storage can prove it; else read it.
+        A listing's ETag is taken at once only when it agrees with the stored checksum; else a
+        HEAD says whether it is an MD5 at all (a bucket's default KMS encryption)."""
+        if info.etag_md5 and (info.headed or info.etag_md5 == stored):
             return info.etag_md5, False
         headed = endpoint.head(name, info)
         if headed.md5:
@@ -329,10 +333,15 @@ class Verification:
             for result in pending:
                 row = result.row
                 columns = row.target.columns
-                updates = {columns[role]: v for role, v in result.updates.items()}
-                changed = row.target.model._base_manager.filter(
+                same_row = row.target.model._base_manager.filter(
                     pk=row.pk, **{str(row.target.field.attname): row.name}
-                ).update(**updates)
+                )
+                updates = {columns[r]: v for r, v in result.updates.items() if r != "checksum"}
+                changed = same_row.update(**updates) if updates else 0
+                if "checksum" in result.updates:  # filled only where it is still empty
+                    changed |= same_row.filter(**{columns["checksum"]: ""}).update(
+                        **{columns["checksum"]: result.updates["checksum"]}
+                    )
                 self.report.fixed += changed
 
 
