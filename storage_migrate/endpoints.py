@@ -18,6 +18,7 @@ from django.core.files.storage.handler import InvalidStorageError
 from .conf import Conf
 from .errors import ConfigurationError
 from .hashing import Digest, digest_stream
+from .names import utf8
 
 if TYPE_CHECKING:
     pass
@@ -135,17 +136,13 @@ class Endpoint:
         except (FileNotFoundError, NotADirectoryError):
             return
         entries = [(d + "/", True) for d in dirs] + [(f, False) for f in files]
-        for entry, is_dir in sorted(entries, key=lambda e: _utf8(e[0])):
+        for entry, is_dir in sorted(entries, key=lambda e: utf8(e[0])):
             name = f"{folder}/{entry}" if folder else entry
             if is_dir:
                 if name.startswith(prefix) or prefix.startswith(name):
                     yield from self._walk(name.rstrip("/"), prefix)
             elif name.startswith(prefix):
                 yield name, ObjectInfo(size=self.storage.size(name))
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "surrogatepass")
 
 
 class LocalEndpoint(Endpoint):
@@ -163,8 +160,24 @@ class LocalEndpoint(Endpoint):
         return path
 
     def _inside(self, path: str) -> bool:
-        root, real = self._real_root, os.path.realpath(path)
+        """Does the path, symlinks resolved, stay under the root? Folders repeat from row to row
+        (date folders), so each folder's real path is resolved once; the file itself is checked
+        every time."""
+        folder, base = os.path.split(path)
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            if len(self._real_folders) > 65_536:
+                self._real_folders.clear()
+            real_folder = self._real_folders[folder] = os.path.realpath(folder)
+        real = os.path.join(real_folder, base)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        root = self._real_root
         return real == root or real.startswith(root + os.sep)
+
+    @cached_property
+    def _real_folders(self) -> dict[str, str]:
+        return {}
 
     @cached_property
     def _real_root(self) -> str:
@@ -209,7 +222,7 @@ class LocalEndpoint(Endpoint):
                 entries.append((entry.name, entry))
             elif entry.is_symlink() and entry.is_file() and self._inside(entry.path):
                 entries.append((entry.name, entry))  # a link to a file within the root
-        for label, entry in sorted(entries, key=lambda e: _utf8(e[0])):
+        for label, entry in sorted(entries, key=lambda e: utf8(e[0])):
             name = f"{folder}/{label}" if folder else label
             if label.endswith("/"):
                 if name.startswith(prefix) or prefix.startswith(name):

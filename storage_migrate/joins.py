@@ -12,22 +12,12 @@ from django.db.models import Max, Min, Q
 from django.db.models.functions import Collate
 
 from .endpoints import Endpoint
+from .names import common_folder
 from .rows import UNKNOWN, Planned, Row
 from .targets import Target
 
 # Collations that order text by its UTF-8 bytes, as S3 lists keys.
 BYTE_ORDER = {"postgresql": "C", "sqlite": "BINARY", "mysql": "utf8mb4_bin"}
-
-
-def _common_folder(first: str, last: str) -> str:
-    """The longest folder both names are in (so, in byte order, every name between them)."""
-    length = 0
-    for a, b in zip(first, last, strict=False):
-        if a != b:
-            break
-        length += 1
-    common = first[:length]
-    return common[: common.rfind("/") + 1]
 
 
 def joined_rows(
@@ -43,7 +33,7 @@ def joined_rows(
         .annotate(_name=Collate(attname, collation))
     )
     bounds = base.aggregate(first=Min("_name"), last=Max("_name"))
-    prefix = _common_folder(str(bounds["first"]), str(bounds["last"]))
+    prefix = common_folder(str(bounds["first"]), str(bounds["last"]))
     listing = endpoint.iter_objects(prefix)
     current = next(listing, None)
     ordered = base.order_by("_name", "pk").values_list("pk", attname, *columns.values())

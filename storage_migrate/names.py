@@ -22,3 +22,20 @@ def unsafe_reason(name: str, key: str | None = None) -> str | None:
         if len(candidate.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
             return f"key is longer than {MAX_KEY_BYTES} bytes"
     return None
+
+
+def common_folder(first: str, last: str) -> str:
+    """The longest folder both names are in: in byte order, every name between them is in it
+    too (so one listing of it covers them all)."""
+    length = 0
+    for a, b in zip(first, last, strict=False):
+        if a != b:
+            break
+        length += 1
+    common = first[:length]
+    return common[: common.rfind("/") + 1]
+
+
+def utf8(text: str) -> bytes:
+    """The bytes S3 orders keys by (lone surrogates kept, so that no name is ever lost)."""
+    return text.encode("utf-8", "surrogatepass")
