@@ -95,6 +95,10 @@ class Endpoint:
         """The object with everything the storage can say of it (S3: a HEAD after a listing)."""
         return info
 
+    def is_empty(self, prefix: str) -> bool:
+        """Nothing is stored under this folder."""
+        return next(iter(self.iter_objects(prefix)), None) is None
+
     def prove_md5(self, name: str, info: ObjectInfo) -> str:
         """The object's MD5, from what is known or else by reading it."""
         if info.md5 is None:

@@ -195,6 +195,14 @@ def _engine(endpoint: S3Endpoint, conf: Conf) -> Boto3Engine:
         return engine
 
 
+def conditional_writes(endpoint: Endpoint) -> bool:
+    """Are this endpoint's writes conditional (If-None-Match), as far as is known yet?"""
+    if not isinstance(endpoint, S3Endpoint):
+        return False
+    engine = getattr(endpoint, "_engine", None)
+    return engine is None or bool(engine.conditional_writes)
+
+
 def close_engines(*endpoints: Endpoint) -> None:
     for endpoint in endpoints:
         engine = getattr(endpoint, "_engine", None)

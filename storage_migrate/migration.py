@@ -17,9 +17,10 @@ from django.db import transaction
 
 from .conf import Conf, get_conf
 from .endpoints import Endpoint, endpoint_for
-from .engine import close_engines
+from .engine import close_engines, conditional_writes
 from .errors import ConfigurationError
 from .names import unsafe_reason
+from .orphans import upload_prefix
 from .report import (
     COPIED,
     ERROR,
@@ -72,6 +73,7 @@ class Migration:
         self._busy: set[str] = set()
         self._waiting: dict[str, deque[Row]] = {}
         self._waiting_count = 0
+        self._empty_at_start: bool | None = None
         self._tainted: set[str] = set()  # keys with a problem this run: their source stays
         self._futures: set[Future[RowResult]] = set()
         self._pool: ThreadPoolExecutor | None = None
@@ -97,6 +99,18 @@ class Migration:
         return total if self.limit is None else min(total, self.limit)
 
     # --- the loop -------------------------------------------------------------------------
+
+    def _destination_was_empty(self) -> bool:
+        """A destination that held nothing under the walked fields' folders when the run began
+        needs no listing: every object in it since is this run's, or appeared under a
+        conditional write (If-None-Match), which refuses to replace it. Stores without
+        conditional writes are listed as usual."""
+        if self._empty_at_start is None:
+            prefixes = {upload_prefix(t) for t in self.targets}
+            self._empty_at_start = self.dst.kind == "s3" and all(
+                self.dst.is_empty(p or "") for p in prefixes
+            )
+        return self._empty_at_start and conditional_writes(self.dst)
 
     def run(self) -> MigrationReport:
         if self.on_start is not None:
@@ -173,7 +187,10 @@ class Migration:
                         safe.append(row)
                 infos: dict[str, Planned]
                 try:
-                    infos = dict(self.dst.stat_many(sorted({r.name for r in safe})))
+                    if self._destination_was_empty():
+                        infos = dict.fromkeys((r.name for r in safe), None)
+                    else:
+                        infos = dict(self.dst.stat_many(sorted({r.name for r in safe})))
                 except Exception:
                     # A listing that fails is no reason to stop: each row asks for itself,
                     # and a failure then lands on that row.

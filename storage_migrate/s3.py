@@ -252,6 +252,12 @@ class S3Endpoint(Endpoint):
     def canonical(self, name: str) -> str:
         return self.key(name)[len(self.key_prefix) :]
 
+    def is_empty(self, prefix: str) -> bool:
+        listing = self.client.list_objects_v2(
+            Bucket=self.bucket, Prefix=self.key_prefix + prefix, MaxKeys=1
+        )
+        return not listing.get("Contents")
+
     @property
     def key_prefix(self) -> str:
         location = str(self.s3storage.location or "").strip("/")

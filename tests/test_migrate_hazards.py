@@ -141,6 +141,7 @@ def test_a_failing_destination_fails_its_rows_not_the_run(
 
     monkeypatch.setattr(S3Endpoint, "stat", refused)
     monkeypatch.setattr(S3Endpoint, "stat_many", lambda self, names: refused(self, ""))
+    monkeypatch.setattr(S3Endpoint, "is_empty", lambda self, prefix: refused(self, ""))
 
     report = migrate_storage(to="s3")
 
@@ -221,25 +222,49 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
     assert s3_bytes(s3_bucket, row.file.name) == path.read_bytes()
 
 
-def test_an_object_that_appears_after_the_listing_is_not_overwritten(
-    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("destination", ["empty", "listed"])
+def test_an_object_that_appears_before_our_write_is_not_overwritten(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch, destination: str
 ) -> None:
-    from storage_migrate.s3 import S3Endpoint
-
+    """Empty at the start (no listing: conditional writes protect) or not (listed per batch):
+    a site upload landing just before our write is never replaced."""
     row = make("k.txt", b"ours")
-    real_stat_many = S3Endpoint.stat_many
+    if destination == "listed":
+        s3_client().put_object(Bucket=s3_bucket, Key="file_manager/other.txt", Body=b"other")
+    real_put = engine.Boto3Engine.put
 
-    def stat_many_then_site_uploads(self: Any, names: Any) -> Any:
-        found = real_stat_many(self, names)
-        s3_client().put_object(Bucket=self.bucket, Key=row.file.name, Body=b"a site upload")
-        return found
+    def site_uploads_first(self: Any, key: str, source: Any, params: Any, **kw: Any) -> Any:
+        s3_client().put_object(Bucket=self.endpoint.bucket, Key=key, Body=b"a site upload")
+        return real_put(self, key, source, params, **kw)
 
-    monkeypatch.setattr(S3Endpoint, "stat_many", stat_many_then_site_uploads)
+    monkeypatch.setattr(engine.Boto3Engine, "put", site_uploads_first)
 
     report = migrate_storage(to="s3")
 
     assert kinds(report) == ["conflict"]
     assert s3_bytes(s3_bucket, row.file.name) == b"a site upload"
+
+
+def test_an_empty_destination_is_not_listed_batch_by_batch(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from storage_migrate.s3 import S3Endpoint
+
+    for i in range(6):
+        make(f"fresh {i}.txt", b"fresh")
+    listings: list[int] = []
+    real_stat_many = S3Endpoint.stat_many
+
+    def counting(self: Any, names: Any) -> Any:
+        listings.append(1)
+        return real_stat_many(self, names)
+
+    monkeypatch.setattr(S3Endpoint, "stat_many", counting)
+
+    first = migrate_storage(to="s3", batch_size=2)
+    assert (first.copied, first.problems, listings) == (6, [], [])
+    again = migrate_storage(to="s3", batch_size=2)
+    assert (again.skipped, len(listings)) == (6, 3)  # not empty any more: listed per batch
 
 
 def test_a_corrupting_generic_storage_is_caught(
