@@ -7,13 +7,14 @@ its row was committed.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
-from django.db import transaction
+from django.db import OperationalError, transaction
 
 from .conf import Conf, get_conf
 from .endpoints import Endpoint, endpoint_for
@@ -37,6 +38,7 @@ from .targets import Target, resolve_targets
 # Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
 COMMIT_ROWS = 500
 COMMIT_SECONDS = 1.0
+COMMIT_ATTEMPTS = 4
 DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
 
 
@@ -277,6 +279,37 @@ class Migration:
         self._last_commit = time.monotonic()
         if not pending:
             return
+        # One order for every run (model, field, pk): two runs at once then queue behind each
+        # other's row locks instead of deadlocking.
+        pending.sort(key=lambda r: (r.row.target.label, r.row.target.field_name, r.row.pk))
+        for attempt in range(COMMIT_ATTEMPTS):
+            try:
+                vanished = self._write_rows(pending)
+                break
+            except OperationalError as exc:  # a deadlock or a lost connection: try again
+                if attempt + 1 == COMMIT_ATTEMPTS:
+                    detail = f"verified, but its row could not be committed ({exc}); run again"
+                    vanished = []
+                    for result in pending:
+                        self._vanished(result, detail)
+                time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+        for result in vanished:
+            self._vanished(result)
+        for result in pending:
+            key = result.row.key
+            if (
+                self.delete_source
+                and result.clean
+                and key not in self._tainted
+                and key not in self._waiting
+            ):
+                self._delete_source(result)
+            self._release(result, resubmit=resubmit)
+            self._notify(result)
+
+    def _write_rows(self, pending: list[RowResult]) -> list[RowResult]:
+        """One transaction: each row's columns, if the row still holds the same file. Returns
+        the rows that no longer do (deleted, or given another file, meanwhile)."""
         vanished: list[RowResult] = []
         with transaction.atomic():
             for result in pending:
@@ -295,21 +328,9 @@ class Migration:
                     continue
                 if count == 0:
                     vanished.append(result)
-        for result in vanished:
-            self._vanished(result)
-        for result in pending:
-            key = result.row.key
-            if (
-                self.delete_source
-                and result.clean
-                and key not in self._tainted
-                and key not in self._waiting
-            ):
-                self._delete_source(result)
-            self._release(result, resubmit=resubmit)
-            self._notify(result)
+        return vanished
 
-    def _vanished(self, result: RowResult) -> None:
+    def _vanished(self, result: RowResult, detail: str = "") -> None:
         """The row was deleted, or its file changed, while it was being copied: it is left as
         it is, and counted as an error rather than a copy."""
         report = self.report
@@ -319,7 +340,7 @@ class Migration:
         elif result.outcome == SKIPPED:
             report.skipped -= 1
         result.outcome = ERROR
-        detail = "row was deleted or its file changed during the migration; left as it is"
+        detail = detail or "row was deleted or its file changed during the migration; left as is"
         problem = result.row.problem(ERROR, detail)
         result.problems.append(problem)
         self._add_problems(result, [problem])

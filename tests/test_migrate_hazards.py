@@ -527,3 +527,26 @@ def test_an_object_replaced_before_verification_is_not_deleted(
     assert s3_bytes(s3_bucket, row.file.name) == b"the site's newer bytes"
     row.refresh_from_db()
     assert row.bucket == ""
+
+
+def test_a_commit_the_database_keeps_refusing_is_an_error_not_a_crash(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.db import OperationalError
+
+    rows = [make(f"c{i}.txt", b"commit me") for i in range(3)]
+    monkeypatch.setattr(mig, "COMMIT_ATTEMPTS", 2)
+
+    def refuse(self: Any, pending: Any) -> Any:
+        raise OperationalError("deadlock detected")
+
+    monkeypatch.setattr(mig.Migration, "_write_rows", refuse)
+
+    report = migrate_storage(to="s3", delete_source=True)
+
+    assert (report.copied, kinds(report)) == (0, ["error", "error", "error"])
+    assert all("could not be committed" in p.detail for p in report.problems)
+    for row in rows:
+        row.refresh_from_db()
+        assert row.bucket == ""
+        assert (media_root / row.file.name).exists()  # nothing deleted

@@ -240,6 +240,7 @@ def test_two_runs_at_once_corrupt_nothing(
     for process in runs:
         stdout, stderr = process.communicate(timeout=300)
         assert process.returncode in (0, 1), stderr
+        assert stdout, stderr[-3000:]
         reports.append(json.loads(stdout))
     for report in reports:
         assert {p["kind"] for p in report["problems"]} <= {"conflict"}, report["problems"]
