@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 CHUNK = 1024 * 1024
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
-_MULTIPART = re.compile(r"^[0-9a-f]{32}-[0-9]+$")
 
 
 def new_md5() -> hashlib._Hash:
@@ -70,15 +68,6 @@ def digest_bytes(data: bytes) -> Digest:
     return Digest(size=len(data), md5=hashlib.md5(data, usedforsecurity=False).hexdigest())
 
 
-def digest_chunks(chunks: Iterable[bytes]) -> Digest:
-    md5 = new_md5()
-    size = 0
-    for chunk in chunks:
-        md5.update(chunk)
-        size += len(chunk)
-    return Digest(size=size, md5=md5.hexdigest())
-
-
 def normalize_etag(etag: str | None) -> str:
     return (etag or "").strip().strip('"').lower()
 
@@ -90,10 +79,6 @@ def md5_from_etag(etag: str | None, etag_is_md5: bool = True) -> str | None:
     if etag_is_md5 and _MD5_HEX.match(value):
         return value
     return None
-
-
-def is_multipart_etag(etag: str | None) -> bool:
-    return bool(_MULTIPART.match(normalize_etag(etag)))
 
 
 def is_md5_hex(value: str | None) -> bool:

@@ -13,7 +13,7 @@ from django.db.models.functions import Collate
 
 from .endpoints import Endpoint
 from .names import common_folder
-from .rows import UNKNOWN, Planned, Row
+from .rows import UNKNOWN, Planned, Row, row_columns, with_files
 from .targets import Target
 
 # Collations that order text by its UTF-8 bytes, as S3 lists keys.
@@ -25,18 +25,12 @@ def joined_rows(
 ) -> Iterator[tuple[Row, Planned]]:
     """Rows in the byte order of their names, merged with one listing of the folder that
     holds them all: memory holds one batch of rows and one page of the listing."""
-    attname = str(target.field.attname)
-    columns = target.columns
-    base = (
-        target.model._base_manager.exclude(**{attname: ""})
-        .exclude(**{f"{attname}__isnull": True})
-        .annotate(_name=Collate(attname, collation))
-    )
+    base = with_files(target).annotate(_name=Collate(str(target.field.attname), collation))
     bounds = base.aggregate(first=Min("_name"), last=Max("_name"))
     prefix = common_folder(str(bounds["first"]), str(bounds["last"]))
     listing = endpoint.iter_objects(prefix)
     current = next(listing, None)
-    ordered = base.order_by("_name", "pk").values_list("pk", attname, *columns.values())
+    ordered = base.order_by("_name", "pk").values_list(*row_columns(target))
     last: tuple[str, Any] | None = None
     while True:
         page = ordered
@@ -47,9 +41,7 @@ def joined_rows(
             return
         last = (str(batch[-1][1]), batch[-1][0])
         for values in batch:
-            row = Row(
-                target, values[0], str(values[1]), dict(zip(columns, values[2:], strict=True))
-            )
+            row = Row.from_values(target, values)
             try:
                 respelled = endpoint.canonical(row.name) != row.name
             except (SuspiciousOperation, ValueError):

@@ -32,7 +32,17 @@ from .report import (
     now,
 )
 from .rowcopy import RowCopier
-from .rows import UNKNOWN, Planned, ProgressCallback, Row, RowResult, StartCallback, log, rows_by_pk
+from .rows import (
+    UNKNOWN,
+    Planned,
+    ProgressCallback,
+    Row,
+    RowResult,
+    StartCallback,
+    log,
+    rows_by_pk,
+    with_files,
+)
 from .targets import Target, resolve_targets
 
 # Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
@@ -92,12 +102,7 @@ class Migration:
     def count_rows(self) -> int:
         total = 0
         for target in self.targets:
-            attname = str(target.field.attname)
-            total += (
-                target.model._base_manager.exclude(**{attname: ""})
-                .exclude(**{f"{attname}__isnull": True})
-                .count()
-            )
+            total += with_files(target).count()
         return total if self.limit is None else min(total, self.limit)
 
     # --- the loop -------------------------------------------------------------------------
@@ -292,7 +297,8 @@ class Migration:
                     vanished = []
                     for result in pending:
                         self._vanished(result, detail)
-                time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+                else:
+                    time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
         for result in vanished:
             self._vanished(result)
         for result in pending:

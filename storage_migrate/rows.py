@@ -4,9 +4,11 @@ batches (pk > last, never OFFSET)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.db.models import QuerySet
 
 from .endpoints import Fingerprint, ObjectInfo
 from .report import COPIED, SKIPPED, Problem
@@ -24,6 +26,12 @@ class Row:
     name: str
     meta: dict[str, Any]
     key: str = ""
+
+    @classmethod
+    def from_values(cls, target: Target, values: Sequence[Any]) -> Row:
+        """From ``with_files(target).values_list(*row_columns(target))``."""
+        meta = dict(zip(target.columns, values[2:], strict=True))
+        return cls(target, values[0], str(values[1]), meta)
 
     def problem(self, kind: str, detail: str, **extra: Any) -> Problem:
         target = self.target
@@ -58,16 +66,22 @@ ProgressCallback = Callable[[RowResult], None]
 StartCallback = Callable[[int], None]
 
 
+def with_files(target: Target) -> QuerySet[Any]:
+    """The target's rows whose file field is not empty (every manager's rows: _base_manager)."""
+    attname = str(target.field.attname)
+    return target.model._base_manager.exclude(**{attname: ""}).exclude(
+        **{f"{attname}__isnull": True}
+    )
+
+
+def row_columns(target: Target) -> tuple[str, ...]:
+    """What Row.from_values reads: pk, the file name, the metadata columns."""
+    return ("pk", str(target.field.attname), *target.columns.values())
+
+
 def rows_by_pk(target: Target, batch_size: int) -> Iterator[list[Row]]:
     """The target's rows with a file, in primary-key batches (pk > last, never OFFSET)."""
-    model, attname = target.model, str(target.field.attname)
-    columns = target.columns
-    queryset = (
-        model._base_manager.exclude(**{attname: ""})
-        .exclude(**{f"{attname}__isnull": True})
-        .order_by("pk")
-        .values_list("pk", attname, *columns.values())
-    )
+    queryset = with_files(target).order_by("pk").values_list(*row_columns(target))
     last = None
     while True:
         page = queryset if last is None else queryset.filter(pk__gt=last)
@@ -75,7 +89,4 @@ def rows_by_pk(target: Target, batch_size: int) -> Iterator[list[Row]]:
         if not batch:
             return
         last = batch[-1][0]
-        yield [
-            Row(target, values[0], str(values[1]), dict(zip(columns, values[2:], strict=True)))
-            for values in batch
-        ]
+        yield [Row.from_values(target, values) for values in batch]

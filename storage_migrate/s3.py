@@ -159,6 +159,12 @@ class S3Endpoint(Endpoint):
             encrypted=encrypted,
         )
 
+    def _listed(self, entry: Any) -> ObjectInfo:
+        """A ListObjectsV2 entry: size, and the ETag's MD5 where the settings let it be one."""
+        etag = normalize_etag(entry.get("ETag"))
+        md5 = md5_from_etag(etag, self.etag_is_md5)
+        return ObjectInfo(size=int(entry["Size"]), md5=md5, etag=etag, etag_md5=md5)
+
     def head(self, name: str, info: ObjectInfo) -> ObjectInfo:
         """The same object, HEADed (headers and metadata that a listing does not give)."""
         if info.headed:
@@ -229,11 +235,7 @@ class S3Endpoint(Endpoint):
                 key = entry["Key"]
                 listed, last_listed = listed + 1, utf8(key)
                 if key in wanted:
-                    etag = normalize_etag(entry.get("ETag"))
-                    md5 = md5_from_etag(etag, self.etag_is_md5)
-                    found[key] = ObjectInfo(
-                        size=int(entry["Size"]), md5=md5, etag=etag, etag_md5=md5
-                    )
+                    found[key] = self._listed(entry)
             # A listing cut short by its budget proves absence only up to its last key.
             covered_to = last_listed if listed >= budget else utf8(keys[-1])
             for key in keys:
@@ -269,10 +271,7 @@ class S3Endpoint(Endpoint):
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=start + prefix):
             for entry in page.get("Contents", ()):
-                etag = normalize_etag(entry.get("ETag"))
-                md5 = md5_from_etag(etag, self.etag_is_md5)
-                info = ObjectInfo(size=int(entry["Size"]), md5=md5, etag=etag, etag_md5=md5)
-                yield entry["Key"][len(start) :], info
+                yield entry["Key"][len(start) :], self._listed(entry)
 
     def open_info(self, name: str) -> tuple[IO[bytes], ObjectInfo | None]:
         from botocore.exceptions import ClientError

@@ -38,7 +38,7 @@ from .report import (
     VerificationReport,
     now,
 )
-from .rows import UNKNOWN, Planned, Row, _Unknown, log, rows_by_pk
+from .rows import UNKNOWN, Planned, Row, _Unknown, log, row_columns, rows_by_pk, with_files
 from .targets import Target, resolve_targets
 
 LEVELS = ("exists", "size", "checksum", "deep")
@@ -149,12 +149,7 @@ class Verification:
         return self.report
 
     def _count(self, target: Target) -> int:
-        attname = str(target.field.attname)
-        count = (
-            target.model._base_manager.exclude(**{attname: ""})
-            .exclude(**{f"{attname}__isnull": True})
-            .count()
-        )
+        count = with_files(target).count()
         return min(count, self.sample) if self.sample is not None else count
 
     def _planned(self, target: Target, endpoint: Endpoint) -> Iterator[tuple[Row, Planned]]:
@@ -176,17 +171,8 @@ class Verification:
         yield from joined_rows(target, endpoint, collation, self.conf.BATCH_SIZE)
 
     def _sampled(self, target: Target) -> list[Row]:
-        attname = str(target.field.attname)
-        columns = target.columns
-        values = list(
-            target.model._base_manager.exclude(**{attname: ""})
-            .exclude(**{f"{attname}__isnull": True})
-            .order_by("?")
-            .values_list("pk", attname, *columns.values())[: self.sample]
-        )
-        return [
-            Row(target, v[0], str(v[1]), dict(zip(columns, v[2:], strict=True))) for v in values
-        ]
+        sampled = with_files(target).order_by("?").values_list(*row_columns(target))
+        return [Row.from_values(target, values) for values in sampled[: self.sample]]
 
     def _answered(self, row: Row, planned: Planned) -> bool:
         """The listing already says all this row's check needs (it is missing, or its ETag is
