@@ -28,6 +28,10 @@ class Conf:
     # Measured on loopback: one PUT of a 16-64 MiB file is 1.3-1.8 times faster than parts.
     MULTIPART_THRESHOLD: int = 64 * MiB
     MULTIPART_CHUNKSIZE: int = 16 * MiB
+    # The engine of single PUTs: "auto" sends them through the AWS Common Runtime (awscrt) where
+    # it can serve the storage as configured, else boto3; "native" requires awscrt (an error
+    # when it cannot serve the storage); "boto3" never uses it. Multipart uploads use boto3.
+    ENGINE: str = "auto"
     # Files up to this size are read into memory once; larger ones are streamed.
     IN_MEMORY_LIMIT: int = 1 * MiB
     # botocore's request_checksum_calculation: "when_required" sends only our Content-MD5
@@ -48,6 +52,10 @@ class Conf:
                 raise ImproperlyConfigured(
                     f"STORAGE_MIGRATE[{name!r}] must be at least 5 MiB (S3's smallest part)."
                 )
+        if self.ENGINE not in ("auto", "native", "boto3"):
+            raise ImproperlyConfigured(
+                "STORAGE_MIGRATE['ENGINE'] must be 'auto', 'native' or 'boto3'."
+            )
         for name in ("REQUEST_CHECKSUM_CALCULATION", "RESPONSE_CHECKSUM_VALIDATION"):
             if getattr(self, name) not in ("when_required", "when_supported"):
                 raise ImproperlyConfigured(

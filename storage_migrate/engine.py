@@ -1,11 +1,11 @@
-"""The S3 write engine: put_object below the multipart threshold, boto3's transfer manager above
-it, conditional writes, Content-MD5 on every request; and the verification of what was written.
-
-One small class, so that the hot path can move to a native engine without touching the rest."""
+"""The S3 write engine: one PUT below the multipart threshold (the native engine where it can serve
+the storage, boto3's put_object otherwise), boto3's transfer manager above it; conditional
+writes, Content-MD5 on every request; and the verification of what was written."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +14,7 @@ from .conf import Conf
 from .endpoints import Endpoint, ObjectInfo
 from .errors import Conflict, VerificationFailed
 from .hashing import CHUNK, Digest, new_md5, normalize_etag
+from .native import native_put
 from .s3 import S3Endpoint
 from .sources import Source
 
@@ -45,9 +46,10 @@ def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
     headers["Content-MD5"] = base64.b64encode(md5.digest()).decode("ascii")
 
 
-class Boto3Engine:
-    """Writes objects to one S3 endpoint with boto3: put_object for files below the multipart
-    threshold (Content-MD5, the returned ETag proves the bytes), the transfer manager above it.
+class S3Engine:
+    """Writes objects to one S3 endpoint: one PUT for files below the multipart threshold
+    (Content-MD5, the returned ETag proves the bytes) through the native engine (see native.py)
+    or boto3's put_object, boto3's transfer manager above it.
     Without overwrite, writes are conditional (If-None-Match: *), so an object that appeared
     after the listing is never replaced; stores that do not know the header get plain writes."""
 
@@ -68,6 +70,13 @@ class Boto3Engine:
         self._lock = threading.Lock()
         self.conditional_writes = True
         self._no_clobber_keys: set[str] = set()
+        self.native = native_put(
+            endpoint._client(),  # its own: a request is caught there to learn the address
+            endpoint.bucket,
+            conf,
+            credentials=endpoint.credentials,
+            verify=endpoint.s3storage.verify,
+        )
 
     def _remember_completion(
         self, parsed: dict[str, Any], context: dict[str, Any] | None = None, **_: Any
@@ -101,6 +110,9 @@ class Boto3Engine:
             return self._manager
 
     def close(self) -> None:
+        if self.native is not None:
+            self.native.close()
+            self.native = None
         if self._manager is not None:
             self._manager.shutdown()
             self._manager = None
@@ -159,6 +171,19 @@ class Boto3Engine:
         conditional = not overwrite and self.conditional_writes
         if source.digest.size < self.conf.MULTIPART_THRESHOLD:
             extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
+            native = self.native
+            if native is not None and native.serves(extra):
+                in_memory = source.data is not None
+                with source.open() if in_memory else contextlib.nullcontext() as body:
+                    etag = native.put(
+                        key,
+                        body,
+                        None if in_memory else source.path,
+                        source.digest.size,
+                        ContentMD5=source.digest.content_md5,
+                        **extra,
+                    )
+                return normalize_etag(etag)
             with source.open() as body:
                 response = self.client.put_object(
                     Bucket=self.endpoint.bucket,
@@ -187,11 +212,11 @@ class Boto3Engine:
 _ENGINE_LOCK = threading.Lock()
 
 
-def _engine(endpoint: S3Endpoint, conf: Conf) -> Boto3Engine:
+def _engine(endpoint: S3Endpoint, conf: Conf) -> S3Engine:
     with _ENGINE_LOCK:
         engine = getattr(endpoint, "_engine", None)
         if engine is None:
-            engine = endpoint._engine = Boto3Engine(endpoint, conf)  # type: ignore[attr-defined]
+            engine = endpoint._engine = S3Engine(endpoint, conf)  # type: ignore[attr-defined]
         return engine
 
 

@@ -52,7 +52,7 @@ class S3Endpoint(Endpoint):
         from botocore.config import Config
 
         st = self.s3storage
-        session = st._create_session()
+        session = self.session
         options: dict[str, Any] = {
             "retries": {"max_attempts": self.conf.MAX_ATTEMPTS, "mode": "standard"},
             "max_pool_connections": max(10, self.conf.WORKERS * 2),
@@ -70,6 +70,16 @@ class S3Endpoint(Endpoint):
             verify=st.verify,
             config=merged,
         )
+
+    @cached_property
+    def session(self) -> Any:
+        """The boto3 session the storage makes (its keys, profile or the default chain)."""
+        return self.s3storage._create_session()
+
+    @cached_property
+    def credentials(self) -> Any:
+        """botocore's credentials for this storage (refreshable ones refresh), or None."""
+        return self.session.get_credentials()
 
     @cached_property
     def client(self) -> S3Client:

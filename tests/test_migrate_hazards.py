@@ -96,7 +96,7 @@ def test_a_failed_second_write_never_removes_a_committed_object(
     first = make("shared.txt", b"the real bytes")
     second = make("other.txt", b"zz")
     share_file(first, second, checksum=md5(b"the real bytes"), file_size=14)
-    real_put = engine.Boto3Engine.put
+    real_put = engine.S3Engine.put
     calls: list[str] = []
 
     def put(self: Any, key: str, source: Any, params: Any, **kwargs: Any) -> Any:
@@ -105,7 +105,7 @@ def test_a_failed_second_write_never_removes_a_committed_object(
             source.data = b"corrupted in transit"
         return real_put(self, key, source, params, **kwargs)
 
-    monkeypatch.setattr(engine.Boto3Engine, "put", put)
+    monkeypatch.setattr(engine.S3Engine, "put", put)
 
     report = migrate_storage(to="s3", workers=2)
 
@@ -231,13 +231,13 @@ def test_an_object_that_appears_before_our_write_is_not_overwritten(
     row = make("k.txt", b"ours")
     if destination == "listed":
         s3_client().put_object(Bucket=s3_bucket, Key="file_manager/other.txt", Body=b"other")
-    real_put = engine.Boto3Engine.put
+    real_put = engine.S3Engine.put
 
     def site_uploads_first(self: Any, key: str, source: Any, params: Any, **kw: Any) -> Any:
         s3_client().put_object(Bucket=self.endpoint.bucket, Key=key, Body=b"a site upload")
         return real_put(self, key, source, params, **kw)
 
-    monkeypatch.setattr(engine.Boto3Engine, "put", site_uploads_first)
+    monkeypatch.setattr(engine.S3Engine, "put", site_uploads_first)
 
     report = migrate_storage(to="s3")
 
@@ -364,13 +364,13 @@ def test_a_retried_write_that_finds_its_own_object_is_a_success(
     from storage_migrate.errors import Conflict
 
     row = make("lost-answer.txt", b"written once")
-    real_put = engine.Boto3Engine.put
+    real_put = engine.S3Engine.put
 
     def put_then_lose_the_answer(self: Any, key: str, source: Any, params: Any, **kw: Any) -> Any:
         real_put(self, key, source, params, **kw)
         raise Conflict("an object appeared under this name during the copy")
 
-    monkeypatch.setattr(engine.Boto3Engine, "put", put_then_lose_the_answer)
+    monkeypatch.setattr(engine.S3Engine, "put", put_then_lose_the_answer)
 
     report = migrate_storage(to="s3")
 
