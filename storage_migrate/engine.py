@@ -5,8 +5,8 @@ writes, Content-MD5 on every request; and the verification of what was written."
 from __future__ import annotations
 
 import base64
-import contextlib
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -145,8 +145,16 @@ class S3Engine:
     def put(
         self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
     ) -> str | None:
-        """Write the object; return the ETag the write returned, if it returned one. Raises
-        Conflict when, without overwrite, the key was taken in the meantime."""
+        """Write the object and wait for it; see ``start``."""
+        return self.start(key, source, params, overwrite=overwrite)()
+
+    def start(
+        self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
+    ) -> Callable[[], str | None]:
+        """Start writing the object. The returned callable waits for the write and returns the
+        ETag it returned, if it returned one; it raises Conflict when, without overwrite, the key
+        was taken in the meantime. A single PUT through the native engine is in flight when this
+        returns (the caller can start others meanwhile); other writes happen in the callable."""
         from botocore.exceptions import ClientError
 
         metadata = {**params.get("Metadata", {}), "md5": source.digest.md5}
@@ -154,45 +162,57 @@ class S3Engine:
             # The ETag the parts will give: it binds the md5 metadata to these very bytes.
             metadata["etag"] = str(source.digest.multipart_etag())
         params = {**params, "Metadata": metadata}
-        try:
-            return self._put(key, source, params, overwrite=overwrite)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in ("PreconditionFailed", "ConditionalRequestConflict"):
-                raise Conflict("an object appeared under this name during the copy") from None
-            if code == "NotImplemented" and not overwrite and self.conditional_writes:
-                self.conditional_writes = False  # this store has no conditional writes
-                return self._put(key, source, params, overwrite=overwrite)
-            raise
+        waiting = self._start(key, source, params, overwrite=overwrite)
 
-    def _put(
+        def finish() -> str | None:
+            try:
+                return waiting()
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise Conflict("an object appeared under this name during the copy") from None
+                if code == "NotImplemented" and not overwrite and self.conditional_writes:
+                    self.conditional_writes = False  # this store has no conditional writes
+                    return self._start(key, source, params, overwrite=overwrite)()
+                raise
+
+        return finish
+
+    def _start(
         self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
-    ) -> str | None:
+    ) -> Callable[[], str | None]:
         conditional = not overwrite and self.conditional_writes
-        if source.digest.size < self.conf.MULTIPART_THRESHOLD:
-            extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
-            native = self.native
-            if native is not None and native.serves(extra):
-                in_memory = source.data is not None
-                with source.open() if in_memory else contextlib.nullcontext() as body:
-                    etag = native.put(
-                        key,
-                        body,
-                        None if in_memory else source.path,
-                        source.digest.size,
-                        ContentMD5=source.digest.content_md5,
-                        **extra,
-                    )
-                return normalize_etag(etag)
-            with source.open() as body:
-                response = self.client.put_object(
-                    Bucket=self.endpoint.bucket,
-                    Key=key,
-                    Body=body,
-                    ContentMD5=source.digest.content_md5,
-                    **extra,
-                )
-            return normalize_etag(response.get("ETag"))
+        if source.digest.size >= self.conf.MULTIPART_THRESHOLD:
+            return lambda: self._upload(key, source, params, conditional=conditional)
+        extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
+        native = self.native
+        if native is None or not native.serves(extra):
+            return lambda: self._put_object(key, source, extra)
+        in_memory = source.data is not None
+        sent = native.start(
+            key,
+            source.open() if in_memory else None,
+            None if in_memory else source.path,
+            source.digest.size,
+            ContentMD5=source.digest.content_md5,
+            **extra,
+        )
+        return lambda: normalize_etag(sent())
+
+    def _put_object(self, key: str, source: Source, extra: dict[str, Any]) -> str | None:
+        with source.open() as body:
+            response = self.client.put_object(
+                Bucket=self.endpoint.bucket,
+                Key=key,
+                Body=body,
+                ContentMD5=source.digest.content_md5,
+                **extra,
+            )
+        return normalize_etag(response.get("ETag"))
+
+    def _upload(
+        self, key: str, source: Source, params: dict[str, Any], *, conditional: bool
+    ) -> str | None:
         if source.path is None:  # pragma: no cover - large sources are always files
             raise VerificationFailed("large source is not in a file")
         self.abort_leftovers(key)
@@ -218,6 +238,11 @@ def _engine(endpoint: S3Endpoint, conf: Conf) -> S3Engine:
         if engine is None:
             engine = endpoint._engine = S3Engine(endpoint, conf)  # type: ignore[attr-defined]
         return engine
+
+
+def native_engine(endpoint: Endpoint, conf: Conf) -> bool:
+    """Will this endpoint's single PUTs go through the native engine?"""
+    return isinstance(endpoint, S3Endpoint) and _engine(endpoint, conf).native is not None
 
 
 def conditional_writes(endpoint: Endpoint) -> bool:
@@ -267,38 +292,59 @@ def write_s3(
     *,
     existed: bool,
 ) -> tuple[ObjectInfo, bool]:
-    """Write and verify; the verified object, and whether it was found already written (a
-    retried write whose answer was lost, or another run's: either way, not ours to delete)."""
+    """Write and verify; see ``start_write_s3``."""
+    return start_write_s3(endpoint, name, source, content_type, conf, existed=existed)()
+
+
+def start_write_s3(
+    endpoint: S3Endpoint,
+    name: str,
+    source: Source,
+    content_type: str | None,
+    conf: Conf,
+    *,
+    existed: bool,
+) -> Callable[[], tuple[ObjectInfo, bool]]:
+    """Start the write; the returned callable waits for it, verifies it and returns the verified
+    object, and whether it was found already written (a retried write whose answer was lost, or
+    another run's: either way, not ours to delete)."""
     engine = _engine(endpoint, conf)
     key = endpoint.key(name)
-    try:
-        etag = engine.put(key, source, engine.write_params(key, content_type), overwrite=existed)
-    except Conflict:
-        # A retried write whose first attempt succeeded (its answer was lost) finds its own
-        # object: that is a success if the object holds these very bytes. Anything else under
-        # the name is someone else's, and is neither replaced nor deleted.
-        found = endpoint.stat(name)
-        digest = source.digest
-        multipart = endpoint.etag_is_md5 and found is not None and not found.encrypted
-        if (
-            found is not None
-            and found.size == digest.size
-            and (
-                found.etag_md5 == digest.md5
-                or (multipart and found.etag == digest.multipart_etag())
-            )
-        ):
-            found.md5 = digest.md5
-            return found, True
-        raise
-    try:
-        return verify_s3(endpoint, name, source.digest, etag), False
-    except VerificationFailed:
-        # Remove our corrupt write, so that no row and no re-run takes it for a copy: only while
-        # the key still holds the very object our write made (its ETag, as the write returned
-        # it; nobody adopts corrupt bytes), never what another writer has put there since.
-        if not existed and etag:
-            current = endpoint.stat(name)
-            if current is not None and current.etag == etag:
-                endpoint.delete(name)
-        raise
+    waiting = engine.start(key, source, engine.write_params(key, content_type), overwrite=existed)
+
+    def finish() -> tuple[ObjectInfo, bool]:
+        try:
+            etag = waiting()
+        except Conflict:
+            return _adopt(endpoint, name, source), True
+        try:
+            return verify_s3(endpoint, name, source.digest, etag), False
+        except VerificationFailed:
+            # Remove our corrupt write, so that no row and no re-run takes it for a copy: only
+            # while the key still holds the very object our write made (its ETag, as the write
+            # returned it; nobody adopts corrupt bytes), never what another writer has put
+            # there since.
+            if not existed and etag:
+                current = endpoint.stat(name)
+                if current is not None and current.etag == etag:
+                    endpoint.delete(name)
+            raise
+
+    return finish
+
+
+def _adopt(endpoint: S3Endpoint, name: str, source: Source) -> ObjectInfo:
+    """A retried write whose first attempt succeeded (its answer was lost) finds its own object:
+    that is a success if the object holds these very bytes. Anything else under the name is
+    someone else's, and is neither replaced nor deleted."""
+    found = endpoint.stat(name)
+    digest = source.digest
+    multipart = endpoint.etag_is_md5 and found is not None and not found.encrypted
+    if (
+        found is not None
+        and found.size == digest.size
+        and (found.etag_md5 == digest.md5 or (multipart and found.etag == digest.multipart_etag()))
+    ):
+        found.md5 = digest.md5
+        return found
+    raise Conflict("an object appeared under this name during the copy")

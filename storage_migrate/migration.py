@@ -12,13 +12,14 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import OperationalError, transaction
 
 from .conf import Conf, get_conf
 from .endpoints import Endpoint, endpoint_for
-from .engine import close_engines, conditional_writes
+from .engine import close_engines, conditional_writes, native_engine
 from .errors import ConfigurationError
 from .names import unsafe_reason
 from .orphans import upload_prefix
@@ -45,11 +46,54 @@ from .rows import (
 )
 from .targets import Target, resolve_targets
 
+# Worker threads when the native engine sends: each keeps WORKERS / NATIVE_THREADS in flight.
+NATIVE_THREADS = 2
 # Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
 COMMIT_ROWS = 500
 COMMIT_SECONDS = 1.0
 COMMIT_ATTEMPTS = 4
 DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
+
+
+def _columns(result: RowResult) -> dict[str, Any]:
+    columns = result.row.target.columns
+    return {columns[role]: value for role, value in result.updates.items()}
+
+
+def batch_update(group: list[RowResult]) -> bool:
+    """One UPDATE statement run for every row of the group (one model, field and set of columns;
+    executemany: a few microseconds a row, where an ORM update() costs a round of query
+    building each), each row only if it still holds the same file. True when every row was
+    updated; False (nothing to undo: the caller updates row by row) when one was not, or when
+    the columns are not all in the model's own table (multi-table inheritance: the ORM's job)."""
+    from django.db import connections, router
+
+    target = group[0].row.target
+    model = target.model._meta.concrete_model
+    assert model is not None
+    meta = model._meta
+    own = set(meta.local_concrete_fields)
+    fields: list[Any] = [meta.get_field(name) for name in _columns(group[0])]
+    if not all(f in own for f in [*fields, target.field, meta.pk]):
+        return False
+    alias = router.db_for_write(model)
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET "
+        + ", ".join(f"{quote(f.column)} = %s" for f in fields)
+        + f" WHERE {quote(str(meta.pk.column))} = %s AND {quote(str(target.field.column))} = %s"
+    )
+    params = []
+    for result in group:
+        values = _columns(result)
+        params.append(
+            [f.get_db_prep_save(values[f.name], connection) for f in fields]
+            + [meta.pk.get_db_prep_value(result.row.pk, connection), result.row.name]
+        )
+    with transaction.atomic(using=alias), connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+        return bool(cursor.rowcount == len(group))
 
 
 class Migration:
@@ -87,7 +131,12 @@ class Migration:
         self._waiting_count = 0
         self._empty_at_start: bool | None = None
         self._tainted: set[str] = set()  # keys with a problem this run: their source stays
-        self._futures: set[Future[RowResult]] = set()
+        self._futures: dict[Future[list[RowResult]], int] = {}  # -> how many rows
+        self._in_flight = 0
+        # Rows handed to a worker together: with the native engine, one thread starts them all
+        # (reads, hashes, sends) before it waits for the first answer.
+        self._chunk: list[tuple[Row, Planned]] = []
+        self._chunk_size = 1
         self._pool: ThreadPoolExecutor | None = None
         self.copier = RowCopier(
             source,
@@ -123,7 +172,13 @@ class Migration:
         if self.on_start is not None:
             self.on_start(self.count_rows())
         window = self.conf.WORKERS * 4
-        self._pool = ThreadPoolExecutor(self.conf.WORKERS, thread_name_prefix="storage-migrate")
+        threads = self.conf.WORKERS
+        if not self.dry_run and native_engine(self.dst, self.conf):
+            # Each thread keeps a chunk of transfers in flight; the GIL makes more threads
+            # cost more than they give.
+            threads = min(NATIVE_THREADS, self.conf.WORKERS)
+            self._chunk_size = -(-self.conf.WORKERS // threads)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage-migrate")
         try:
             for row, planned in self._planned_rows():
                 if isinstance(planned, RowResult):
@@ -132,11 +187,11 @@ class Migration:
                     self._submit(row, planned)
                 # Rows waiting for a shared file count too: memory stays bounded even when
                 # thousands of rows point at one file (a default avatar).
-                while len(self._futures) + self._waiting_count >= window:
+                while self._in_flight + len(self._chunk) + self._waiting_count >= window:
                     self._drain(FIRST_COMPLETED)
                     if not self._futures:
                         self._commit()
-            while self._futures or self._pending or self._waiting:
+            while self._futures or self._chunk or self._pending or self._waiting:
                 self._drain(FIRST_COMPLETED)
                 self._commit()
         except BaseException:
@@ -145,8 +200,10 @@ class Migration:
             self._pool.shutdown(wait=False, cancel_futures=True)
             for future in list(self._futures):
                 if future.done() and not future.cancelled() and future.exception() is None:
-                    self._futures.discard(future)
-                    self._finish(future.result())
+                    del self._futures[future]
+                    for result in future.result():
+                        self._finish(result)
+            self._chunk.clear()
             self._waiting.clear()
             self._waiting_count = 0
             self._commit(resubmit=False)
@@ -163,16 +220,28 @@ class Migration:
             self._waiting_count += 1
             return
         self._busy.add(row.key)
-        assert self._pool is not None
-        self._futures.add(self._pool.submit(self.copier.process, row, planned))
+        self._chunk.append((row, planned))
+        if len(self._chunk) >= self._chunk_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the rows gathered so far to a worker."""
+        if self._chunk:
+            assert self._pool is not None
+            chunk, self._chunk = self._chunk, []
+            self._futures[self._pool.submit(self.copier.process_many, chunk)] = len(chunk)
+            self._in_flight += len(chunk)
 
     def _drain(self, return_when: str) -> None:
+        self._flush()
         if not self._futures:
             return
         done, _ = wait(self._futures, return_when=return_when, timeout=COMMIT_SECONDS)
         for future in done:
-            self._futures.discard(future)  # only once it is finished, so nothing is lost
-            self._finish(future.result())
+            # Only once it is finished, so nothing is lost.
+            self._in_flight -= self._futures.pop(future)
+            for result in future.result():
+                self._finish(result)
         self._maybe_commit()
 
     def _planned_rows(self) -> Iterator[tuple[Row, Planned | RowResult]]:
@@ -263,8 +332,7 @@ class Migration:
         key = result.row.key
         waiting = self._waiting.get(key)
         if waiting and resubmit:
-            assert self._pool is not None
-            self._futures.add(self._pool.submit(self.copier.process, waiting.popleft(), UNKNOWN))
+            self._chunk.append((waiting.popleft(), UNKNOWN))  # the key stays busy
             self._waiting_count -= 1
             if not waiting:
                 del self._waiting[key]
@@ -317,24 +385,29 @@ class Migration:
         """One transaction: each row's columns, if the row still holds the same file. Returns
         the rows that no longer do (deleted, or given another file, meanwhile)."""
         vanished: list[RowResult] = []
+        groups: dict[tuple[Any, ...], list[RowResult]] = {}
         with transaction.atomic():
             for result in pending:
-                row = result.row
-                still_there = row.target.model._base_manager.filter(
-                    pk=row.pk, **{str(row.target.field.attname): row.name}
-                )
                 if result.updates:
-                    columns = row.target.columns
-                    count = still_there.update(
-                        **{columns[role]: value for role, value in result.updates.items()}
-                    )
-                elif self.delete_source:
-                    count = 1 if still_there.exists() else 0
-                else:
-                    continue
-                if count == 0:
+                    target = result.row.target
+                    key = (target.label, target.field_name, tuple(sorted(result.updates)))
+                    groups.setdefault(key, []).append(result)
+                elif self.delete_source and not self._still_there(result.row).exists():
                     vanished.append(result)
+            for group in groups.values():
+                if not batch_update(group):
+                    # Some row changed meanwhile: row by row, to tell which (the same values
+                    # again for the others; the file column is not among them).
+                    vanished += [
+                        r for r in group if self._still_there(r.row).update(**_columns(r)) == 0
+                    ]
         return vanished
+
+    @staticmethod
+    def _still_there(row: Row) -> Any:
+        return row.target.model._base_manager.filter(
+            pk=row.pk, **{str(row.target.field.attname): row.name}
+        )
 
     def _vanished(self, result: RowResult, detail: str = "") -> None:
         """The row was deleted, or its file changed, while it was being copied: it is left as

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+from collections.abc import Callable
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -146,8 +146,15 @@ class NativePut:
     def put(
         self, key: str, body: IO[bytes] | None, path: str | None, size: int, **params: Any
     ) -> str:
-        """PUT one object from memory (``body``) or a file (``path``); its ETag, as the store
-        returned it. Raises botocore's ``ClientError`` for an error answer, as boto3 would."""
+        """PUT one object and wait for it; see ``start``."""
+        return self.start(key, body, path, size, **params)()
+
+    def start(
+        self, key: str, body: IO[bytes] | None, path: str | None, size: int, **params: Any
+    ) -> Callable[[], str]:
+        """Send one PUT from memory (``body``) or a file (``path``) and return at once; the
+        returned callable waits for the answer and returns the object's ETag as the store sent
+        it, or raises botocore's ``ClientError`` for an error answer, as boto3 would."""
         request = self._serializer.serialize_to_request(
             {"Bucket": self.bucket, "Key": key, **params}, self._operation
         )
@@ -167,51 +174,45 @@ class NativePut:
             body_stream=body,
         )
         answer: dict[str, Any] = {}
-        done = threading.Event()
 
         def on_headers(status_code: int, headers: list[tuple[str, str]], **_: Any) -> None:
-            answer["status"], answer["headers"] = status_code, headers
+            answer["headers"] = headers
 
-        def on_done(
-            error: BaseException | None = None,
-            error_headers: list[tuple[str, str]] | None = None,
-            error_body: bytes | None = None,
-            status_code: int | None = None,
-            **_: Any,
-        ) -> None:
-            answer.update(error=error, error_headers=error_headers, error_body=error_body)
-            answer["final_status"] = status_code
-            done.set()
-
-        self._client.make_request(
+        crt_request = self._client.make_request(
             type=self._s3.S3RequestType.PUT_OBJECT,
             request=http_request,
             send_filepath=path,
             on_headers=on_headers,
-            on_done=on_done,
         )
-        done.wait()
-        if answer.get("error") is not None:
-            self._raise(answer)
-        for name, value in answer.get("headers") or []:
-            if name.lower() == "etag":
-                return str(value)
-        return ""
 
-    def _raise(self, answer: dict[str, Any]) -> None:
+        def wait() -> str:
+            error = crt_request.finished_future.exception()
+            if error is not None:
+                self._raise(error)
+            for name, value in answer.get("headers") or []:
+                if name.lower() == "etag":
+                    return str(value)
+            return ""
+
+        return wait
+
+    def _raise(self, error: BaseException) -> None:
+        from botocore.awsrequest import HeadersDict
         from botocore.exceptions import ClientError, HTTPClientError
 
-        status = answer.get("final_status")
-        if not status or answer.get("error_headers") is None:
-            raise HTTPClientError(error=answer["error"])
-        from botocore.awsrequest import HeadersDict
-
-        headers = HeadersDict(answer["error_headers"] or [])
+        status = getattr(error, "status_code", None)
+        headers = getattr(error, "headers", None)
+        if not status or headers is None:  # no answer: the connection failed
+            raise HTTPClientError(error=error)
         parsed = self._parser.parse(
-            {"status_code": status, "headers": headers, "body": answer.get("error_body") or b""},
+            {
+                "status_code": status,
+                "headers": HeadersDict(headers),
+                "body": getattr(error, "body", None) or b"",
+            },
             self._operation.output_shape,
         )
-        if "Error" not in parsed or not parsed["Error"].get("Code"):
+        if not parsed.get("Error", {}).get("Code"):
             parsed.setdefault("Error", {})["Code"] = str(status)
         raise ClientError(parsed, "PutObject")
 

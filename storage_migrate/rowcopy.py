@@ -4,6 +4,7 @@ and verify it, or say why not. Only storages are touched here, never the databas
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
 from typing import Any
 
 from .conf import Conf
@@ -11,7 +12,7 @@ from .endpoints import Endpoint, Fingerprint, ObjectInfo
 from .errors import RowError, SourceMissing, VerificationFailed
 from .report import CHECKSUM_MISMATCH, CONFLICT, COPIED, ERROR, SIZE_MISMATCH, SKIPPED
 from .rows import Planned, Row, RowResult, _Unknown
-from .transfer import copy_file
+from .transfer import start_copy_file
 
 
 class RowCopier:
@@ -36,16 +37,40 @@ class RowCopier:
 
     def process(self, row: Row, planned: Planned) -> RowResult:
         """Skip, copy (and verify) or refuse one row; never raises."""
+        return self.start(row, planned)()
+
+    def process_many(self, items: list[tuple[Row, Planned]]) -> list[RowResult]:
+        """Several rows: every copy is started (sources read, writes in flight) before the
+        first is waited for, so one thread keeps many transfers going."""
+        return [finish() for finish in [self.start(row, planned) for row, planned in items]]
+
+    def start(self, row: Row, planned: Planned) -> Callable[[], RowResult]:
+        """Start one row's work; the returned callable waits for it and returns its result, and
+        never raises (a row's failure never stops the run)."""
         try:
             dest = self.dst.stat(row.name) if isinstance(planned, _Unknown) else planned
             if dest is not None:
-                return self._existing(row, dest)
-            return self._copy(row, existed=False)
-        except RowError as exc:
+                result = self._existing(row, dest)
+                return lambda: result
+            waiting = self._start_copy(row, existed=False)
+        except Exception as exc:
+            failed = self._failed(row, exc)
+            return lambda: failed
+
+        def finish() -> RowResult:
+            try:
+                return waiting()
+            except Exception as exc:
+                return self._failed(row, exc)
+
+        return finish
+
+    @staticmethod
+    def _failed(row: Row, exc: Exception) -> RowResult:
+        if isinstance(exc, RowError):
             return RowResult(row, exc.kind, problems=[row.problem(exc.kind, str(exc))])
-        except Exception as exc:  # a row's failure never stops the run
-            detail = f"{exc.__class__.__name__}: {exc}"
-            return RowResult(row, ERROR, problems=[row.problem(ERROR, detail)])
+        detail = f"{exc.__class__.__name__}: {exc}"
+        return RowResult(row, ERROR, problems=[row.problem(ERROR, detail)])
 
     def _same(self, endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
         """Does the object hold bytes with this MD5? A listing's ETag can mislead (a bucket's
@@ -110,14 +135,20 @@ class RowCopier:
             raise VerificationFailed("source changed while it was read; run again")
 
     def _copy(self, row: Row, *, existed: bool, source: ObjectInfo | None = None) -> RowResult:
+        return self._start_copy(row, existed=existed, source=source)()
+
+    def _start_copy(
+        self, row: Row, *, existed: bool, source: ObjectInfo | None = None
+    ) -> Callable[[], RowResult]:
         if self.dry_run:
             source = source or self.src.stat(row.name)
             if source is None:
                 raise SourceMissing("source file does not exist")
             md5 = self.src.prove_md5(row.name, source)  # a dry run predicts checksum problems
-            return self._result(row, COPIED, size=source.size, md5=md5, copied_bytes=source.size)
+            result = self._result(row, COPIED, size=source.size, md5=md5, copied_bytes=source.size)
+            return lambda: result
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
-        copied = copy_file(
+        waiting = start_copy_file(
             self.src,
             self.dst,
             row.name,
@@ -127,23 +158,28 @@ class RowCopier:
             existed=existed,
             source_info=source,
         )
-        if self._fingerprint and self.src.fingerprint(row.name) != fingerprint:
-            # The copy holds the bytes read before the change; it is left where it is (another
-            # run may already point a row at it), and the row is not committed.
-            raise VerificationFailed(
-                "source changed while it was copied; the copy of the earlier bytes was left at "
-                "the destination (run again with --overwrite to replace it)"
+
+        def finish() -> RowResult:
+            copied = waiting()
+            if self._fingerprint and self.src.fingerprint(row.name) != fingerprint:
+                # The copy holds the bytes read before the change; it is left where it is
+                # (another run may already point a row at it), and the row is not committed.
+                raise VerificationFailed(
+                    "source changed while it was copied; the copy of the earlier bytes was left "
+                    "at the destination (run again with --overwrite to replace it)"
+                )
+            result = self._result(
+                row,
+                COPIED,
+                size=copied.digest.size,
+                md5=copied.digest.md5,
+                dest=copied.info,
+                copied_bytes=copied.digest.size,
             )
-        result = self._result(
-            row,
-            COPIED,
-            size=copied.digest.size,
-            md5=copied.digest.md5,
-            dest=copied.info,
-            copied_bytes=copied.digest.size,
-        )
-        result.fingerprint = fingerprint
-        return result
+            result.fingerprint = fingerprint
+            return result
+
+        return finish
 
     def _result(
         self,

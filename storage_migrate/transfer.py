@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
 from .conf import Conf
 from .endpoints import Endpoint, LocalEndpoint, ObjectInfo
-from .engine import write_s3
+from .engine import start_write_s3
 from .errors import Conflict, SourceMissing, VerificationFailed
 from .hashing import CHUNK, Digest, new_md5
 from .s3 import S3Endpoint
@@ -150,14 +151,62 @@ def copy_file(
     source_info: ObjectInfo | None = None,
 ) -> Copied:
     """Copy one file under the same name and verify it; raise a RowError on failure."""
-    if isinstance(dst, S3Endpoint):
-        source = load_source(src, name, source_info.size if source_info else None, conf)
+    return start_copy_file(
+        src,
+        dst,
+        name,
+        conf=conf,
+        content_type=content_type,
+        overwrite=overwrite,
+        existed=existed,
+        source_info=source_info,
+    )()
+
+
+def start_copy_file(
+    src: Endpoint,
+    dst: Endpoint,
+    name: str,
+    *,
+    conf: Conf,
+    content_type: str | None,
+    overwrite: bool,
+    existed: bool,
+    source_info: ObjectInfo | None = None,
+) -> Callable[[], Copied]:
+    """Start copying one file: to S3, the source is read and hashed and the write started now;
+    the returned callable waits for the write, verifies it and returns the copy (or raises a
+    RowError). To any other storage, the whole copy happens in the callable."""
+    if not isinstance(dst, S3Endpoint):
+        return lambda: _copy_to_storage(
+            src, dst, name, overwrite=overwrite, source_info=source_info
+        )
+    source = load_source(src, name, source_info.size if source_info else None, conf)
+    try:
+        _check_source(source.digest, source_info)
+        waiting = start_write_s3(dst, name, source, content_type, conf, existed=existed)
+    except BaseException:
+        source.close()
+        raise
+
+    def finish() -> Copied:
         try:
-            _check_source(source.digest, source_info)
-            info, adopted = write_s3(dst, name, source, content_type, conf, existed=existed)
+            info, adopted = waiting()
             return Copied(source.digest, info, adopted)
         finally:
             source.close()
+
+    return finish
+
+
+def _copy_to_storage(
+    src: Endpoint,
+    dst: Endpoint,
+    name: str,
+    *,
+    overwrite: bool,
+    source_info: ObjectInfo | None,
+) -> Copied:
     try:
         stream, opened = src.open_info(name)
     except FileNotFoundError:

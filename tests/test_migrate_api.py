@@ -313,13 +313,13 @@ def test_a_copy_that_fails_verification_is_removed_and_the_row_untouched(
     from storage_migrate import engine
 
     row = make("fragile.txt", b"the real bytes")
-    real_put = engine.S3Engine.put
+    real_start = engine.S3Engine.start
 
     def corrupting_put(self: Any, key: str, source: Any, params: Any, **kwargs: Any) -> Any:
         source.data = b"corrupted in transit"  # what the server stores is not what we hashed
-        return real_put(self, key, source, params, **kwargs)
+        return real_start(self, key, source, params, **kwargs)
 
-    monkeypatch.setattr(engine.S3Engine, "put", corrupting_put)
+    monkeypatch.setattr(engine.S3Engine, "start", corrupting_put)
 
     report = migrate_storage(to="s3")
 

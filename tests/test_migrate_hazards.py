@@ -96,16 +96,16 @@ def test_a_failed_second_write_never_removes_a_committed_object(
     first = make("shared.txt", b"the real bytes")
     second = make("other.txt", b"zz")
     share_file(first, second, checksum=md5(b"the real bytes"), file_size=14)
-    real_put = engine.S3Engine.put
+    real_start = engine.S3Engine.start
     calls: list[str] = []
 
     def put(self: Any, key: str, source: Any, params: Any, **kwargs: Any) -> Any:
         calls.append(key)
         if len(calls) > 1:
             source.data = b"corrupted in transit"
-        return real_put(self, key, source, params, **kwargs)
+        return real_start(self, key, source, params, **kwargs)
 
-    monkeypatch.setattr(engine.S3Engine, "put", put)
+    monkeypatch.setattr(engine.S3Engine, "start", put)
 
     report = migrate_storage(to="s3", workers=2)
 
@@ -192,14 +192,19 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
 ) -> None:
     row = make("j.txt", b"version one")
     path = media_root / row.file.name
-    real_copy = rowcopy.copy_file  # type: ignore[attr-defined]
+    real_copy = rowcopy.start_copy_file  # type: ignore[attr-defined]
 
     def copy_then_site_writes(*args: Any, **kwargs: Any) -> Any:
-        copied = real_copy(*args, **kwargs)
-        path.write_bytes(b"version two, written by the site just after our read")
-        return copied
+        waiting = real_copy(*args, **kwargs)
 
-    monkeypatch.setattr(rowcopy, "copy_file", copy_then_site_writes)
+        def finish() -> Any:
+            copied = waiting()
+            path.write_bytes(b"version two, written by the site just after our read")
+            return copied
+
+        return finish
+
+    monkeypatch.setattr(rowcopy, "start_copy_file", copy_then_site_writes)
 
     report = migrate_storage(to="s3", delete_source=True)
 
@@ -209,7 +214,7 @@ def test_a_source_rewritten_right_after_its_copy_is_not_deleted(
     assert row.bucket == ""  # the row does not point at the stale copy
     # The copy of the earlier bytes is left (another run may point at it): never deleted.
     assert s3_bytes(s3_bucket, row.file.name) == b"version one"
-    monkeypatch.setattr(rowcopy, "copy_file", real_copy)
+    monkeypatch.setattr(rowcopy, "start_copy_file", real_copy)
     # The row's stored checksum describes the earlier bytes, which the destination holds: a
     # plain re-run skips it as the spec says; --delete-source reads the source, sees the
     # difference, and keeps it.
@@ -231,13 +236,13 @@ def test_an_object_that_appears_before_our_write_is_not_overwritten(
     row = make("k.txt", b"ours")
     if destination == "listed":
         s3_client().put_object(Bucket=s3_bucket, Key="file_manager/other.txt", Body=b"other")
-    real_put = engine.S3Engine.put
+    real_start = engine.S3Engine.start
 
     def site_uploads_first(self: Any, key: str, source: Any, params: Any, **kw: Any) -> Any:
         s3_client().put_object(Bucket=self.endpoint.bucket, Key=key, Body=b"a site upload")
-        return real_put(self, key, source, params, **kw)
+        return real_start(self, key, source, params, **kw)
 
-    monkeypatch.setattr(engine.S3Engine, "put", site_uploads_first)
+    monkeypatch.setattr(engine.S3Engine, "start", site_uploads_first)
 
     report = migrate_storage(to="s3")
 
@@ -364,13 +369,18 @@ def test_a_retried_write_that_finds_its_own_object_is_a_success(
     from storage_migrate.errors import Conflict
 
     row = make("lost-answer.txt", b"written once")
-    real_put = engine.S3Engine.put
+    real_start = engine.S3Engine.start
 
     def put_then_lose_the_answer(self: Any, key: str, source: Any, params: Any, **kw: Any) -> Any:
-        real_put(self, key, source, params, **kw)
-        raise Conflict("an object appeared under this name during the copy")
+        waiting = real_start(self, key, source, params, **kw)
 
-    monkeypatch.setattr(engine.S3Engine, "put", put_then_lose_the_answer)
+        def finish() -> Any:
+            waiting()
+            raise Conflict("an object appeared under this name during the copy")
+
+        return finish
+
+    monkeypatch.setattr(engine.S3Engine, "start", put_then_lose_the_answer)
 
     report = migrate_storage(to="s3")
 
