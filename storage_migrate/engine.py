@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,11 +68,12 @@ class S3Engine:
         self._completed: dict[str, str] = {}
         self.started = datetime.now(UTC)
         self._manager: Any = None
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self.conditional_writes = True
         self._no_clobber_keys: set[str] = set()
         self.native = native_put(
-            endpoint._client(),  # its own: a request is caught there to learn the address
+            endpoint.quick_client,  # not the shared one: a request is caught there
             endpoint.bucket,
             conf,
             credentials=endpoint.credentials,
@@ -110,6 +112,9 @@ class S3Engine:
             return self._manager
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
         if self.native is not None:
             self.native.close()
             self.native = None
@@ -183,21 +188,36 @@ class S3Engine:
     ) -> Callable[[], str | None]:
         conditional = not overwrite and self.conditional_writes
         if source.digest.size >= self.conf.MULTIPART_THRESHOLD:
-            return lambda: self._upload(key, source, params, conditional=conditional)
+            return self._later(self._upload, key, source, params, conditional)
         extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
         native = self.native
-        if native is None or not native.serves(extra):
-            return lambda: self._put_object(key, source, extra)
-        in_memory = source.data is not None
+        # The native engine takes what is in memory: a file it sends from its own buffers
+        # (2.5 times boto3's memory on 16-64 MiB files, and no faster), so boto3 streams those.
+        if native is None or source.data is None or not native.serves(extra):
+            return self._later(self._put_object, key, source, extra)
         sent = native.start(
             key,
-            source.open() if in_memory else None,
-            None if in_memory else source.path,
+            source.open(),
+            None,
             source.digest.size,
             ContentMD5=source.digest.content_md5,
             **extra,
         )
         return lambda: normalize_etag(sent())
+
+    def _later(self, write: Callable[..., str | None], *args: Any) -> Callable[[], str | None]:
+        """A boto3 write. Beside the native engine, callers start many writes from one thread
+        before waiting: it runs on the engine's own threads, so that they still overlap.
+        Otherwise it runs in the caller's thread, when waited for."""
+        if self.native is None:
+            return lambda: write(*args)
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.conf.WORKERS, thread_name_prefix="storage-migrate-boto3"
+                )
+            future = self._pool.submit(write, *args)
+        return future.result
 
     def _put_object(self, key: str, source: Source, extra: dict[str, Any]) -> str | None:
         with source.open() as body:
@@ -211,7 +231,7 @@ class S3Engine:
         return normalize_etag(response.get("ETag"))
 
     def _upload(
-        self, key: str, source: Source, params: dict[str, Any], *, conditional: bool
+        self, key: str, source: Source, params: dict[str, Any], conditional: bool
     ) -> str | None:
         if source.path is None:  # pragma: no cover - large sources are always files
             raise VerificationFailed("large source is not in a file")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 MAX_KEY_BYTES = 1024
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def unsafe_reason(name: str, key: str | None = None) -> str | None:
     """Why a FileField name (and the key a storage makes of it) must not be touched, or None."""
     if "\x00" in name:
         return "name contains a NUL byte"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+    if _CONTROL.search(name):
         return "name contains a control character"
     if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
         return "name is an absolute path"
@@ -19,7 +22,8 @@ def unsafe_reason(name: str, key: str | None = None) -> str | None:
     if not name.strip() or name.endswith("/"):
         return "name is empty or a folder"
     for candidate in (name, key or ""):
-        if len(candidate.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        # A character is at most 4 bytes: only long names need encoding to know.
+        if len(candidate) * 4 > MAX_KEY_BYTES and len(utf8(candidate)) > MAX_KEY_BYTES:
             return f"key is longer than {MAX_KEY_BYTES} bytes"
     return None
 

@@ -12,9 +12,12 @@ requests, CRC checksums asked for) goes to boto3; so do multipart uploads."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -53,6 +56,13 @@ HEADER_PARAMS = frozenset(
     }
 )
 _PROBE_KEY = "storage-migrate-probe"
+
+
+# The runtime's errors for answers it retried until it gave up: the answer, as S3 sends it.
+_GAVE_UP = {
+    "AWS_ERROR_S3_SLOW_DOWN": (503, "SlowDown"),
+    "AWS_ERROR_S3_INTERNAL_ERROR": (500, "InternalError"),
+}
 
 
 class Unsupported(Exception):
@@ -130,7 +140,13 @@ class NativePut:
             # Never split: files at or above the threshold go to boto3's transfer manager.
             part_size=max(conf.MULTIPART_THRESHOLD, 8 * 1024 * 1024),
             multipart_upload_threshold=1 << 62,
-            retry_config=s3.S3RetryConfig(max_retries=max(1, conf.MAX_ATTEMPTS - 1)),
+            # MAX_ATTEMPTS counts requests, as botocore's max_attempts does (0 retries would
+            # mean the runtime's default, 5).
+            retry_config=(
+                s3.S3RetryConfig(max_retries=conf.MAX_ATTEMPTS - 1)
+                if conf.MAX_ATTEMPTS > 1
+                else s3.S3RetryConfig(retry_mode=s3.S3RetryMode.NONE)
+            ),
             connect_timeout_ms=int(conf.CONNECT_TIMEOUT * 1000),
         )
         self._operation = client.meta.service_model.operation_model("PutObject")
@@ -138,6 +154,11 @@ class NativePut:
         self._parser = create_parser("rest-xml")
         self._encode = percent_encode
         self._user_agent = f"django-storage-migrate awscrt/{_awscrt_version()}"
+        # The runtime has no read timeout: a store that accepts a request and never answers
+        # would hold it for the runtime's own 30 s an attempt. A request gets what boto3 would
+        # give it at most, then is cancelled.
+        self._budget = (conf.CONNECT_TIMEOUT + conf.READ_TIMEOUT) * conf.MAX_ATTEMPTS
+        self._endpoint_url = f"{split.scheme}://{self._host}"
 
     @staticmethod
     def serves(params: dict[str, Any]) -> bool:
@@ -185,8 +206,19 @@ class NativePut:
             on_headers=on_headers,
         )
 
+        started = time.monotonic()
+
         def wait() -> str:
-            error = crt_request.finished_future.exception()
+            future = crt_request.finished_future
+            try:
+                error = future.exception(timeout=self._budget - (time.monotonic() - started))
+            except FutureTimeout:
+                from botocore.exceptions import ReadTimeoutError
+
+                crt_request.cancel()
+                with contextlib.suppress(Exception):
+                    future.exception(timeout=5)
+                raise ReadTimeoutError(endpoint_url=self._endpoint_url) from None
             if error is not None:
                 self._raise(error)
             for name, value in answer.get("headers") or []:
@@ -202,8 +234,15 @@ class NativePut:
 
         status = getattr(error, "status_code", None)
         headers = getattr(error, "headers", None)
-        if not status or headers is None:  # no answer: the connection failed
-            raise HTTPClientError(error=error)
+        if not status or headers is None:
+            known = _GAVE_UP.get(getattr(error, "name", ""))
+            if known is None:  # no answer: the connection failed
+                raise HTTPClientError(error=error)
+            # The runtime's retries ended on an answer it names but does not pass on.
+            status, code = known
+            answer: Any = {"Error": {"Code": code, "Message": str(error)}}
+            answer["ResponseMetadata"] = {"HTTPStatusCode": status}
+            raise ClientError(answer, "PutObject")
         parsed = self._parser.parse(
             {
                 "status_code": status,

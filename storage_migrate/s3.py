@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -24,6 +25,18 @@ if TYPE_CHECKING:
 LIST_KEYS_PER_ROW = 20
 LIST_MIN_BUDGET = 1000
 _SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5")
+
+
+def _parse_timestamp(value: Any) -> Any:
+    """An S3 timestamp ("2026-11-21T09:35:16.782Z") as an aware datetime; any other form the way
+    botocore parses it."""
+    from botocore.utils import parse_timestamp
+
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class S3Endpoint(Endpoint):
@@ -73,13 +86,26 @@ class S3Endpoint(Endpoint):
 
     @cached_property
     def session(self) -> Any:
-        """The boto3 session the storage makes (its keys, profile or the default chain)."""
-        return self.s3storage._create_session()
+        """The boto3 session the storage makes (its keys, profile or the default chain). Its
+        clients parse ISO 8601 timestamps with the standard library: botocore's general parser
+        (dateutil) was 70 % of the time spent parsing a listing."""
+        session = self.s3storage._create_session()
+        botocore_session = getattr(session, "_session", None)
+        if botocore_session is not None:
+            factory = botocore_session.get_component("response_parser_factory")
+            factory.set_parser_defaults(timestamp_parser=_parse_timestamp)
+        return session
 
     @cached_property
     def credentials(self) -> Any:
         """botocore's credentials for this storage (refreshable ones refresh), or None."""
         return self.session.get_credentials()
+
+    @cached_property
+    def quick_client(self) -> S3Client:
+        """A client that gives up soon (the preflight), and whose requests can be caught
+        before they are sent (the native engine's address probe) without touching ``client``."""
+        return self._client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5)
 
     @cached_property
     def client(self) -> S3Client:
@@ -96,7 +122,7 @@ class S3Endpoint(Endpoint):
     ) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        quick = self._client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5)
+        quick = self.quick_client
         where = self.s3storage.endpoint_url or "AWS S3"
         try:
             quick.head_bucket(Bucket=self.bucket)

@@ -1,9 +1,14 @@
 """A fault-injecting HTTP proxy for tests: between the tool and moto's server on loopback, it
 answers a share of requests with 503 SlowDown or 500 InternalError, or drops the connection,
-before or after the server has acted (a lost answer), the way S3 and networks fail."""
+before or after the server has acted (a lost answer), the way S3 and networks fail. It can also
+check Content-MD5 as S3 does (moto's server does not): a PUT whose body does not match it is
+refused with 400 BadDigest (InvalidDigest if the header is malformed) and never reaches moto."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import http.client
 import random
 import socket
@@ -25,11 +30,12 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 class FaultyProxy(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, upstream: str, rate: float, seed: int) -> None:
+    def __init__(self, upstream: str, rate: float, seed: int, check_md5: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         split = urlsplit(upstream)
         self.upstream = (split.hostname or "127.0.0.1", split.port or 80)
         self.rate = rate
+        self.check_md5 = check_md5
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
@@ -60,21 +66,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _relay(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        refusal = self._bad_digest(body)
+        if refusal:
+            self._error(400, *refusal)
+            return
         fault = self.server.draw()
         if fault == "drop":
             self._drop()
             return
         if fault in _ERRORS:
-            status, code, message = _ERRORS[fault]
-            payload = (
-                f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-                f"<Message>{message}</Message></Error>"
-            ).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self._error(*_ERRORS[fault])
             return
         upstream = http.client.HTTPConnection(*self.server.upstream, timeout=60)
         try:
@@ -98,6 +99,32 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def _bad_digest(self, body: bytes) -> tuple[str, str] | None:
+        """S3's answer to a PUT whose Content-MD5 is malformed or does not match its body."""
+        header = self.headers.get("Content-MD5")
+        if not self.server.check_md5 or self.command != "PUT" or header is None:
+            return None
+        try:
+            digest = base64.b64decode(header, validate=True)
+        except binascii.Error:
+            digest = b""
+        if len(digest) != 16:
+            return "InvalidDigest", "The Content-MD5 you specified was invalid."
+        if digest != hashlib.md5(body).digest():
+            return "BadDigest", "The Content-MD5 you specified did not match what we received."
+        return None
+
+    def _error(self, status: int, code: str, message: str) -> None:
+        payload = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>"
+        ).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _drop(self) -> None:
         self.close_connection = True
         with suppress(OSError):
@@ -107,9 +134,11 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def faulty_proxy(upstream: str, rate: float, seed: int = 7) -> Iterator[FaultyProxy]:
+def faulty_proxy(
+    upstream: str, rate: float, seed: int = 7, *, check_md5: bool = False
+) -> Iterator[FaultyProxy]:
     """Run the proxy in a thread for the duration of the block."""
-    proxy = FaultyProxy(upstream, rate, seed)
+    proxy = FaultyProxy(upstream, rate, seed, check_md5)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:

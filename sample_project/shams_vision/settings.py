@@ -127,4 +127,6 @@ STORAGE_MIGRATE = {
     "MULTIPART_THRESHOLD": config(
         "STORAGE_MIGRATE_MULTIPART_THRESHOLD", default=64 * 1024 * 1024, cast=int
     ),
+    # "auto" (the native engine where it can serve the storage), "native" or "boto3".
+    "ENGINE": config("STORAGE_MIGRATE_ENGINE", default="auto"),
 }

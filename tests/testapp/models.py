@@ -1,4 +1,5 @@
-"""Models that are not FileManager: a bare FileField, and metadata under other column names."""
+"""Models that are not FileManager: a bare FileField, metadata under other column names, and
+metadata split across the tables of a multi-table inheritance."""
 
 from django.db import models
 
@@ -23,3 +24,24 @@ class Document(models.Model):
 
     def __str__(self) -> str:
         return str(self.scan.name)
+
+
+class Media(models.Model):
+    """The parent table of Clip (multi-table inheritance): most metadata columns live here."""
+
+    checksum = models.CharField(max_length=32, blank=True)
+    file_size = models.BigIntegerField(null=True)
+    bucket = models.CharField(max_length=255, blank=True)
+
+    def __str__(self) -> str:
+        return f"Media #{self.pk}"
+
+
+class Clip(Media):
+    """A FileField in the child's table, its metadata split between the child and Media."""
+
+    video = models.FileField(upload_to="clips/")
+    object_key = models.CharField(max_length=1024, blank=True)
+
+    def __str__(self) -> str:
+        return str(self.video.name)
