@@ -22,7 +22,7 @@ class Conf:
     # {"app_label.Model": {"checksum": "md5_hex", "file_size": None}}: a role -> column name,
     # or None to say the model has no such column. Unmapped roles are found by name.
     METADATA_FIELDS: Any = None
-    WORKERS: int = 16
+    WORKERS: int = 32
     BATCH_SIZE: int = 500
     # Files at or above this size go to S3 in parts, concurrently (boto3's transfer manager).
     # Measured on loopback: one PUT of a 16-64 MiB file is 1.3-1.8 times faster than parts.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import IO, TYPE_CHECKING
@@ -47,6 +47,24 @@ class ObjectInfo:
 
 
 Fingerprint = tuple[object, ...]
+
+
+class NameMemo:
+    """A bounded memo of a pure function of a name: a row's name is looked up several times
+    while it is in flight (planning, reading, verifying). Errors are not kept."""
+
+    def __init__(self, function: Callable[[str], str], size: int = 8192) -> None:
+        self._function, self._size = function, size
+        self._values: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        value = self._values.get(name)
+        if value is None:
+            value = self._function(name)
+            if len(self._values) >= self._size:
+                self._values.clear()
+            self._values[name] = value
+        return value
 
 
 class Endpoint:
@@ -158,7 +176,7 @@ class LocalEndpoint(Endpoint):
     def local_path(self, name: str) -> str:
         """The file's path; refused (SuspiciousFileOperation) when a symlink on the way leads
         out of the storage's root, so nothing outside it is ever read or written."""
-        path = self.storage.path(name)
+        path = self._storage_path(name)
         if not self._inside(path):
             raise SuspiciousFileOperation(f"{name!r} leads out of {self.storage.location}")
         return path
@@ -178,6 +196,10 @@ class LocalEndpoint(Endpoint):
             real = os.path.realpath(real)
         root = self._real_root
         return real == root or real.startswith(root + os.sep)
+
+    @cached_property
+    def _storage_path(self) -> NameMemo:
+        return NameMemo(self.storage.path)
 
     @cached_property
     def _real_folders(self) -> dict[str, str]:

@@ -7,6 +7,8 @@ its row was committed.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import random
 import time
 from collections import deque
@@ -96,6 +98,21 @@ def batch_update(group: list[RowResult]) -> bool:
         return bool(cursor.rowcount == len(group))
 
 
+@contextlib.contextmanager
+def quiet_collector() -> Iterator[None]:
+    """The garbage collector, while a run lasts, leaves alone what existed before it (Django's and
+    botocore's objects, gone through again at every full collection) and runs less often: it
+    was 7 % of a run's CPU. The settings are restored afterwards."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(thresholds[0], 10_000), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 class Migration:
     """One run. Use migrate_storage(); this class holds the run's state."""
 
@@ -169,6 +186,10 @@ class Migration:
         return self._empty_at_start and conditional_writes(self.dst)
 
     def run(self) -> MigrationReport:
+        with quiet_collector():
+            return self._run()
+
+    def _run(self) -> MigrationReport:
         if self.on_start is not None:
             self.on_start(self.count_rows())
         window = self.conf.WORKERS * 4
@@ -221,7 +242,11 @@ class Migration:
             return
         self._busy.add(row.key)
         self._chunk.append((row, planned))
-        if len(self._chunk) >= self._chunk_size:
+        # A file too large for memory closes its chunk: it is hashed from disk before it is
+        # sent, and the next chunk goes to another thread meanwhile.
+        size = row.meta.get("file_size")
+        large = isinstance(size, int) and size > self.conf.IN_MEMORY_LIMIT
+        if len(self._chunk) >= self._chunk_size or large:
             self._flush()
 
     def _flush(self) -> None:

@@ -12,7 +12,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 from django.core.files.storage import Storage
 
 from .conf import Conf
-from .endpoints import Endpoint, Fingerprint, ObjectInfo
+from .endpoints import Endpoint, Fingerprint, NameMemo, ObjectInfo
 from .errors import ConfigurationError
 from .hashing import is_md5_hex, md5_from_etag, normalize_etag
 from .names import common_folder, utf8
@@ -73,6 +73,10 @@ class S3Endpoint(Endpoint):
             "read_timeout": self.conf.READ_TIMEOUT,
             "request_checksum_calculation": self.conf.REQUEST_CHECKSUM_CALCULATION,
             "response_checksum_validation": self.conf.RESPONSE_CHECKSUM_VALIDATION,
+            # Every write carries a Content-MD5, which is signed: the body needs no SHA-256 of
+            # its own (botocore skips it only over https; over http it was a second pass over
+            # every byte). A storage that sets payload_signing_enabled keeps its choice.
+            "s3": {"payload_signing_enabled": False, **(st.client_config.s3 or {})},
         }
         merged = st.client_config.merge(Config(**{**options, **config}))
         return session.client(  # type: ignore[no-any-return]
@@ -113,9 +117,13 @@ class S3Endpoint(Endpoint):
         return self._client()
 
     def key(self, name: str) -> str:
+        return self._key(name)
+
+    @cached_property
+    def _key(self) -> NameMemo:
         from storages.utils import clean_name
 
-        return str(self.s3storage._normalize_name(clean_name(name)))
+        return NameMemo(lambda name: str(self.s3storage._normalize_name(clean_name(name))))
 
     def preflight(
         self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False

@@ -52,7 +52,7 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             help="Plan and report only: nothing written, changed or deleted.",
         )
         parser.add_argument(
-            "--workers", type=positive_int, help="Concurrent transfers (default: 16)."
+            "--workers", type=positive_int, help="Concurrent transfers (default: 32)."
         )
         parser.add_argument(
             "--batch-size", type=positive_int, help="Rows read per database query (default: 500)."

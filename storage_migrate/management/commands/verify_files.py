@@ -87,7 +87,7 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             help="Comma-separated problem kinds that make the exit status 1 "
             f"(default: all but orphan; known: {', '.join(VERIFY_PROBLEMS)}).",
         )
-        parser.add_argument("--workers", type=positive_int, help="Concurrent checks (default 16).")
+        parser.add_argument("--workers", type=positive_int, help="Concurrent checks (default 32).")
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
 
     def handle(self, *args: Any, **options: Any) -> None:
