@@ -383,7 +383,14 @@ class Bench:
         for start in range(0, len(keys), 1000):
             batch: list[ObjectIdentifierTypeDef] = [{"Key": k} for k in keys[start : start + 1000]]
             self.s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
-        self.s3.delete_bucket(Bucket=bucket)
+        # rclone serve s3 can still list folders it is removing: try again, then leave it
+        # (the server's directory goes away with the server).
+        for attempt in range(5):
+            try:
+                self.s3.delete_bucket(Bucket=bucket)
+                return
+            except Exception:
+                time.sleep(0.2 * (attempt + 1))
 
     # --- contenders -----------------------------------------------------------------------
 

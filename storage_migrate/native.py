@@ -4,11 +4,13 @@ AWS's own native runtime, the one boto3's ``crt`` extra installs).
 botocore spends about 2 ms of Python per small PUT (event hooks, endpoint rules, signing,
 parsing); the runtime signs and sends in C, off the GIL. botocore still does what it is cheap
 at and what must match boto3 exactly: it serializes every request (headers, the key's
-percent-encoding), resolves the bucket's address once (a presigned URL tells path-style or
-virtual-hosted, host and signing region) and parses every error into a ``ClientError``, so the
+percent-encoding), resolves the bucket's address once (one HEAD, answered just before it
+would be sent, shows the host, path-style or virtual-hosted addressing and the signing region)
+and parses every error into a ``ClientError``, so the
 rest of the code sees what boto3 would have raised. Anything this engine cannot serve as the
 storage is configured (proxies, client certificates, customer-key encryption, unsigned
-requests, CRC checksums asked for) goes to boto3; so do multipart uploads."""
+requests, CRC checksums asked for) goes to boto3; so do files too large to hold in memory
+(see engine.py) and multipart uploads."""
 
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class NativePut:
         self, client: Any, bucket: str, conf: Conf, *, credentials: Any, verify: Any = None
     ) -> None:
         try:
-            from awscrt import auth, io, s3
+            from awscrt import auth, http, io, s3
         except ImportError:  # pragma: no cover - awscrt is a dependency
             raise Unsupported("awscrt is not installed") from None
         from botocore import UNSIGNED
@@ -130,15 +132,15 @@ class NativePut:
             region=self.region, credential_provider=provider
         )
         self._s3 = s3
-        self._http = __import__("awscrt.http", fromlist=["HttpRequest"])
+        self._http = http
         self._client = s3.S3Client(
             bootstrap=io.ClientBootstrap.get_or_create_static_default(),
             region=self.region,
             signing_config=self._signing,
             tls_mode=s3.S3RequestTlsMode.ENABLED if tls else s3.S3RequestTlsMode.DISABLED,
             tls_connection_options=tls,
-            # Never split: files at or above the threshold go to boto3's transfer manager.
-            part_size=max(conf.MULTIPART_THRESHOLD, 8 * 1024 * 1024),
+            # Never split: what goes in parts goes to boto3's transfer manager.
+            part_size=8 * 1024 * 1024,
             multipart_upload_threshold=1 << 62,
             # MAX_ATTEMPTS counts requests, as botocore's max_attempts does (0 retries would
             # mean the runtime's default, 5).
