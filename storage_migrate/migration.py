@@ -194,9 +194,10 @@ class Migration:
             self.on_start(self.count_rows())
         window = self.conf.WORKERS * 4
         threads = self.conf.WORKERS
-        if not self.dry_run and native_engine(self.dst, self.conf):
+        if not self.dry_run and self.src.kind == "local" and native_engine(self.dst, self.conf):
             # Each thread keeps a chunk of transfers in flight; the GIL makes more threads
-            # cost more than they give.
+            # cost more than they give. (Only from local disk, whose reads are quick: a
+            # download from another store would hold up the chunk's other rows.)
             threads = min(NATIVE_THREADS, self.conf.WORKERS)
             self._chunk_size = -(-self.conf.WORKERS // threads)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage-migrate")
