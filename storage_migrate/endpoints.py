@@ -258,7 +258,9 @@ class LocalEndpoint(Endpoint):
 
     def fingerprint(self, name: str) -> Fingerprint | None:
         try:
-            st = os.stat(self.local_path(name))
+            # Only the file's status, never its bytes: the way out through a symlink is
+            # checked where the file is read.
+            st = os.stat(self._storage_path(name))
         except (FileNotFoundError, NotADirectoryError):
             return None
         return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)

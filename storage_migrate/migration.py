@@ -23,7 +23,7 @@ from .conf import Conf, get_conf
 from .endpoints import Endpoint, endpoint_for
 from .engine import close_engines, conditional_writes, native_engine
 from .errors import ConfigurationError
-from .names import unsafe_reason
+from .names import key_reason, unsafe_reason
 from .orphans import upload_prefix
 from .report import (
     COPIED,
@@ -50,6 +50,9 @@ from .targets import Target, resolve_targets
 
 # Worker threads when the native engine sends: each keeps WORKERS / NATIVE_THREADS in flight.
 NATIVE_THREADS = 2
+# A chunk holds this many rounds of a thread's transfers: the thread waits for its oldest
+# transfer before starting a new one, and goes back to the calling thread once per chunk.
+CHUNK_ROUNDS = 4
 # Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
 COMMIT_ROWS = 500
 COMMIT_SECONDS = 1.0
@@ -154,6 +157,7 @@ class Migration:
         # (reads, hashes, sends) before it waits for the first answer.
         self._chunk: list[tuple[Row, Planned]] = []
         self._chunk_size = 1
+        self._in_flight_per_thread: int | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.copier = RowCopier(
             source,
@@ -199,7 +203,10 @@ class Migration:
             # cost more than they give. (Only from local disk, whose reads are quick: a
             # download from another store would hold up the chunk's other rows.)
             threads = min(NATIVE_THREADS, self.conf.WORKERS)
-            self._chunk_size = -(-self.conf.WORKERS // threads)
+            self._in_flight_per_thread = -(-self.conf.WORKERS // threads)
+            self._chunk_size = self._in_flight_per_thread * CHUNK_ROUNDS
+            # Room for a second chunk per thread, ready when the first is done.
+            window = max(window, 2 * threads * self._chunk_size)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage-migrate")
         try:
             for row, planned in self._planned_rows():
@@ -255,7 +262,8 @@ class Migration:
         if self._chunk:
             assert self._pool is not None
             chunk, self._chunk = self._chunk, []
-            self._futures[self._pool.submit(self.copier.process_many, chunk)] = len(chunk)
+            future = self._pool.submit(self.copier.process_many, chunk, self._in_flight_per_thread)
+            self._futures[future] = len(chunk)
             self._in_flight += len(chunk)
 
     def _drain(self, return_when: str) -> None:
@@ -309,7 +317,7 @@ class Migration:
             return reason
         try:
             for endpoint in (self.src, self.dst):
-                reason = unsafe_reason(row.name, endpoint.key(row.name))
+                reason = key_reason(endpoint.key(row.name))
                 if reason:
                     return reason
                 endpoint.local_path(row.name)

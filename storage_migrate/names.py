@@ -21,10 +21,14 @@ def unsafe_reason(name: str, key: str | None = None) -> str | None:
         return "name has a '..' part"
     if not name.strip() or name.endswith("/"):
         return "name is empty or a folder"
-    for candidate in (name, key or ""):
-        # A character is at most 4 bytes: only long names need encoding to know.
-        if len(candidate) * 4 > MAX_KEY_BYTES and len(utf8(candidate)) > MAX_KEY_BYTES:
-            return f"key is longer than {MAX_KEY_BYTES} bytes"
+    return key_reason(name) or (key_reason(key) if key is not None else None)
+
+
+def key_reason(key: str) -> str | None:
+    """Why S3 would refuse this key, or None."""
+    # A character is at most 4 bytes: only long keys need encoding to know.
+    if len(key) * 4 > MAX_KEY_BYTES and len(utf8(key)) > MAX_KEY_BYTES:
+        return f"key is longer than {MAX_KEY_BYTES} bytes"
     return None
 
 

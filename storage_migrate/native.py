@@ -58,6 +58,8 @@ HEADER_PARAMS = frozenset(
     }
 )
 _PROBE_KEY = "storage-migrate-probe"
+_B64_STANDIN = "storage-migrate-content-md5"
+_HEX_STANDIN = "storage-migrate-md5-metadata"
 
 
 # The runtime's errors for answers it retried until it gave up: the answer, as S3 sends it.
@@ -155,6 +157,7 @@ class NativePut:
         self._serializer = create_serializer("rest-xml", include_validation=False)
         self._parser = create_parser("rest-xml")
         self._encode = percent_encode
+        self._templates: dict[str, list[tuple[str, str]]] = {}
         self._user_agent = f"django-storage-migrate awscrt/{_awscrt_version()}"
         # The runtime has no read timeout: a store that accepts a request and never answers
         # would hold it for the runtime's own 30 s an attempt. A request gets what boto3 would
@@ -178,15 +181,12 @@ class NativePut:
         """Send one PUT from memory (``body``) or a file (``path``) and return at once; the
         returned callable waits for the answer and returns the object's ETag as the store sent
         it, or raises botocore's ``ClientError`` for an error answer, as boto3 would."""
-        request = self._serializer.serialize_to_request(
-            {"Bucket": self.bucket, "Key": key, **params}, self._operation
-        )
         headers = self._http.HttpHeaders(
             [
                 ("Host", self._host),
                 ("Content-Length", str(size)),
                 ("User-Agent", self._user_agent),
-                *((str(k), str(v)) for k, v in request["headers"].items()),
+                *self._headers(params),
             ]
         )
         http_request = self._http.HttpRequest(
@@ -229,6 +229,35 @@ class NativePut:
             return ""
 
         return wait
+
+    def _headers(self, params: dict[str, Any]) -> list[tuple[str, str]]:
+        """The headers botocore's serializer makes of these parameters. The objects of a run
+        differ only in their MD5s, so the serializer runs once for each distinct rest, with
+        stand-ins for the MD5s, which are put back here."""
+        metadata = params.get("Metadata") or {}
+        actual = {_B64_STANDIN: params.get("ContentMD5"), _HEX_STANDIN: metadata.get("md5")}
+        shape = dict(params)
+        if actual[_B64_STANDIN] is not None:
+            shape["ContentMD5"] = _B64_STANDIN
+        if actual[_HEX_STANDIN] is not None:
+            shape["Metadata"] = {**metadata, "md5": _HEX_STANDIN}
+        cache_key = repr(sorted(shape.items()))
+        template = self._templates.get(cache_key)
+        if template is None:
+            serialized = self._serializer.serialize_to_request(
+                {"Bucket": self.bucket, "Key": _PROBE_KEY, **shape}, self._operation
+            )
+            template = [(str(k), str(v)) for k, v in serialized["headers"].items()]
+            wanted = {standin for standin, value in actual.items() if value is not None}
+            if wanted - {value for _, value in template}:  # a stand-in did not survive
+                serialized = self._serializer.serialize_to_request(
+                    {"Bucket": self.bucket, "Key": _PROBE_KEY, **params}, self._operation
+                )
+                return [(str(k), str(v)) for k, v in serialized["headers"].items()]
+            if len(self._templates) >= 256:
+                self._templates.clear()
+            self._templates[cache_key] = template
+        return [(name, actual.get(value) or value) for name, value in template]
 
     def _raise(self, error: BaseException) -> None:
         from botocore.awsrequest import HeadersDict

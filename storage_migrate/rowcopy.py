@@ -4,6 +4,7 @@ and verify it, or say why not. Only storages are touched here, never the databas
 from __future__ import annotations
 
 import mimetypes
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,10 +40,20 @@ class RowCopier:
         """Skip, copy (and verify) or refuse one row; never raises."""
         return self.start(row, planned)()
 
-    def process_many(self, items: list[tuple[Row, Planned]]) -> list[RowResult]:
-        """Several rows: every copy is started (sources read, writes in flight) before the
-        first is waited for, so one thread keeps many transfers going."""
-        return [finish() for finish in [self.start(row, planned) for row, planned in items]]
+    def process_many(
+        self, items: list[tuple[Row, Planned]], in_flight: int | None = None
+    ) -> list[RowResult]:
+        """Several rows, in order, with up to ``in_flight`` of them started (sources read,
+        writes sent) before the oldest is waited for: one thread keeps many transfers going."""
+        limit = in_flight or len(items)
+        results: list[RowResult] = []
+        started: deque[Callable[[], RowResult]] = deque()
+        for row, planned in items:
+            if len(started) >= limit:
+                results.append(started.popleft()())
+            started.append(self.start(row, planned))
+        results.extend(finish() for finish in started)
+        return results
 
     def start(self, row: Row, planned: Planned) -> Callable[[], RowResult]:
         """Start one row's work; the returned callable waits for it and returns its result, and

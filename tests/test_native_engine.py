@@ -158,6 +158,25 @@ def test_put_sends_headers_and_metadata(
     assert head["ResponseMetadata"]["HTTPHeaders"]["content-md5"] == content_md5(data)
 
 
+def test_each_put_carries_its_own_md5s(
+    native: NativePut, moto_endpoint: str, http_bucket: str
+) -> None:
+    """Headers are serialized once per set of parameters, with stand-ins for the MD5s: every
+    object still gets its own Content-MD5 and md5 metadata, and other parameters their values."""
+    client = s3_client(moto_endpoint)
+    bodies = {f"many/{i}.txt": f"body number {i}".encode() * (i + 1) for i in range(4)}
+    types = ["text/plain", "text/plain", "text/csv", "text/plain"]
+    for (key, data), content_type in zip(bodies.items(), types, strict=True):
+        send(native, key, data, ContentType=content_type, Metadata={"md5": md5(data)})
+
+    for (key, data), content_type in zip(bodies.items(), types, strict=True):
+        head = client.head_object(Bucket=http_bucket, Key=key)
+        assert head["Metadata"] == {"md5": md5(data)}
+        assert head["ResponseMetadata"]["HTTPHeaders"]["content-md5"] == content_md5(data)
+        assert head["ContentType"] == content_type
+        assert client.get_object(Bucket=http_bucket, Key=key)["Body"].read() == data
+
+
 def test_a_file_body_is_sent_from_its_path(
     native: NativePut, moto_endpoint: str, http_bucket: str, tmp_path: Path
 ) -> None:
