@@ -381,7 +381,7 @@ class Migration:
 
     def _commit(self, *, resubmit: bool = True) -> None:
         """Write the verified rows' metadata in one short transaction, without model signals
-        (QuerySet.update), then delete their sources if asked."""
+        (batch_update), then delete their sources if asked."""
         pending, self._pending = self._pending, []
         self._last_commit = time.monotonic()
         if not pending:
