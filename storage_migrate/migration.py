@@ -107,13 +107,16 @@ def quiet_collector() -> Iterator[None]:
     botocore's objects, gone through again at every full collection) and runs less often: it
     was 7 % of a run's CPU. The settings are restored afterwards."""
     thresholds = gc.get_threshold()
-    gc.freeze()
+    ours = gc.get_freeze_count() == 0  # an application's own freeze is left as it is
+    if ours:
+        gc.freeze()
     gc.set_threshold(max(thresholds[0], 10_000), *thresholds[1:])
     try:
         yield
     finally:
         gc.set_threshold(*thresholds)
-        gc.unfreeze()
+        if ours:
+            gc.unfreeze()
 
 
 class Migration:

@@ -1,7 +1,8 @@
-"""Two hot-path helpers: which names are unsafe, and how S3 timestamps are parsed."""
+"""Hot-path helpers: which names are unsafe, how S3 timestamps are parsed, the collector."""
 
 from __future__ import annotations
 
+import gc
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -55,3 +56,14 @@ def test_listings_through_an_endpoint_carry_aware_timestamps(s3_bucket: str) -> 
     [entry] = endpoint.client.list_objects_v2(Bucket=s3_bucket)["Contents"]
     assert isinstance(entry["LastModified"], datetime)
     assert abs(entry["LastModified"] - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+def test_a_run_leaves_the_garbage_collector_as_it_found_it() -> None:
+    from storage_migrate.migration import quiet_collector
+
+    before = gc.get_threshold()
+    with quiet_collector():
+        assert gc.get_threshold()[0] >= 10_000
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
