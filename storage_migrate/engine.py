@@ -147,19 +147,14 @@ class S3Engine:
         )
         return params
 
-    def put(
-        self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
-    ) -> str | None:
-        """Write the object and wait for it; see ``start``."""
-        return self.start(key, source, params, overwrite=overwrite)()
-
     def start(
         self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
     ) -> Callable[[], str | None]:
         """Start writing the object. The returned callable waits for the write and returns the
         ETag it returned, if it returned one; it raises Conflict when, without overwrite, the key
-        was taken in the meantime. A single PUT through the native engine is in flight when this
-        returns (the caller can start others meanwhile); other writes happen in the callable."""
+        was taken in the meantime. The write is under way when this returns (the caller can start
+        others meanwhile) when the native engine serves this endpoint: its own PUTs, and boto3's
+        on the engine's threads. Without it, the write happens in the callable."""
         from botocore.exceptions import ClientError
 
         metadata = {**params.get("Metadata", {}), "md5": source.digest.md5}
@@ -301,19 +296,6 @@ def verify_s3(endpoint: S3Endpoint, name: str, digest: Digest, etag: str | None)
         raise VerificationFailed(f"destination MD5 {actual.md5} differs from source {digest.md5}")
     info.md5 = digest.md5
     return info
-
-
-def write_s3(
-    endpoint: S3Endpoint,
-    name: str,
-    source: Source,
-    content_type: str | None,
-    conf: Conf,
-    *,
-    existed: bool,
-) -> tuple[ObjectInfo, bool]:
-    """Write and verify; see ``start_write_s3``."""
-    return start_write_s3(endpoint, name, source, content_type, conf, existed=existed)()
 
 
 def start_write_s3(

@@ -36,10 +36,6 @@ class RowCopier:
         # Fingerprint local sources around each copy (cheap); S3 sources only before deleting.
         self._fingerprint = delete_source or source.kind == "local"
 
-    def process(self, row: Row, planned: Planned) -> RowResult:
-        """Skip, copy (and verify) or refuse one row; never raises."""
-        return self.start(row, planned)()
-
     def process_many(
         self, items: list[tuple[Row, Planned]], in_flight: int | None = None
     ) -> list[RowResult]:
@@ -121,7 +117,7 @@ class RowCopier:
             )
             conflict = row.problem(CONFLICT, detail, expected=source.size, actual=dest.size)
             return RowResult(row, CONFLICT, problems=[conflict])
-        return self._copy(row, existed=True, source=source)
+        return self._start_copy(row, existed=True, source=source)()
 
     def _source_gone(self, row: Row, dest: ObjectInfo) -> RowResult:
         """No source, but an object at the destination: a row migrated by an earlier run whose
@@ -144,9 +140,6 @@ class RowCopier:
     def _unchanged(self, row: Row, before: Fingerprint | None) -> None:
         if self._fingerprint and self.src.fingerprint(row.name) != before:
             raise VerificationFailed("source changed while it was read; run again")
-
-    def _copy(self, row: Row, *, existed: bool, source: ObjectInfo | None = None) -> RowResult:
-        return self._start_copy(row, existed=existed, source=source)()
 
     def _start_copy(
         self, row: Row, *, existed: bool, source: ObjectInfo | None = None

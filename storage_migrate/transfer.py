@@ -136,31 +136,7 @@ class Copied:
 
     digest: Digest
     info: ObjectInfo
-    adopted: bool = False  # found already written (see write_s3): never ours to delete
-
-
-def copy_file(
-    src: Endpoint,
-    dst: Endpoint,
-    name: str,
-    *,
-    conf: Conf,
-    content_type: str | None,
-    overwrite: bool,
-    existed: bool,
-    source_info: ObjectInfo | None = None,
-) -> Copied:
-    """Copy one file under the same name and verify it; raise a RowError on failure."""
-    return start_copy_file(
-        src,
-        dst,
-        name,
-        conf=conf,
-        content_type=content_type,
-        overwrite=overwrite,
-        existed=existed,
-        source_info=source_info,
-    )()
+    adopted: bool = False  # found already written (see start_write_s3): never ours to delete
 
 
 def start_copy_file(
