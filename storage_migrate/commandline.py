@@ -49,7 +49,11 @@ def check_writable(path: Path, option: str) -> None:
 
 
 class ExitTwoOnBadOptions(BaseCommand):
-    """Bad options exit 2 also through call_command() (Django's parser says 1 there)."""
+    """Bad options exit 2 also through call_command() (Django's parser says 1 there). The
+    system checks do not run first: the commands check their own settings and say what is
+    wrong in one line with exit 2 (a SystemCheckError would be exit 1 and many lines)."""
+
+    requires_system_checks: list[str] = []
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import IO, TYPE_CHECKING
 
 from django.conf import settings
-from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.core.files.storage.handler import InvalidStorageError
 
 from .conf import Conf
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UnsafeName
 from .hashing import Digest, digest_stream
 from .names import utf8
 
@@ -104,10 +105,14 @@ class Endpoint:
     def stat_many(self, names: Iterable[str]) -> dict[str, ObjectInfo | None]:
         return {name: self.stat(name) for name in names}
 
-    def hash(self, name: str) -> Digest:
-        """Read and hash the object's bytes."""
+    def hash(self, name: str, part_size: int | None = None) -> Digest:
+        """Read and hash the object's bytes (also per part of ``part_size``, if given)."""
         with self.open(name) as stream:
-            return digest_stream(stream)  # type: ignore[arg-type]
+            return digest_stream(stream, part_size)  # type: ignore[arg-type]
+
+    def part_size(self, name: str, info: ObjectInfo) -> int | None:
+        """The part size of a multipart object (S3), else None."""
+        return None
 
     def head(self, name: str, info: ObjectInfo) -> ObjectInfo:
         """The object with everything the storage can say of it (S3: a HEAD after a listing)."""
@@ -167,24 +172,50 @@ class Endpoint:
                 yield name, ObjectInfo(size=self.storage.size(name))
 
 
+# Where /proc is mounted (Linux), the kernel names the file a descriptor has open: a check of
+# what was opened holds whatever is swapped on the way afterwards.
+_PROC_FD = "/proc/self/fd"
+_HAS_PROC_FD = os.path.isdir(_PROC_FD)
+# O_NONBLOCK: opening a FIFO returns at once (and is refused), never waits for a writer.
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+IS_ROOT = "name is the storage's root"
+IS_FOLDER = "name is a folder"
+NOT_REGULAR = "not a regular file (a FIFO, device or socket)"
+
+
 class LocalEndpoint(Endpoint):
-    """A FileSystemStorage: files under its location (MEDIA_ROOT)."""
+    """A FileSystemStorage: files under its location (MEDIA_ROOT). Others may change the tree
+    during a run, so what decides a read, write or delete is a check of the file or folder
+    actually opened (open_checked, open_folder_checked), not an earlier look at its path."""
 
     kind = "local"
     storage: FileSystemStorage
 
     def local_path(self, name: str) -> str:
-        """The file's path; refused (SuspiciousFileOperation) when a symlink on the way leads
-        out of the storage's root, so nothing outside it is ever read or written."""
+        """The file's path; refused (UnsafeName, a SuspiciousFileOperation) when it is the root,
+        a folder, a FIFO, device or socket, or when a symlink on the way leads out of the
+        storage's root. An early refusal only: what is opened is checked again once opened."""
         path = self._storage_path(name)
-        if not self._inside(path):
-            raise SuspiciousFileOperation(f"{name!r} leads out of {self.storage.location}")
+        if path == self.storage.location:
+            raise UnsafeName(IS_ROOT)
+        real, mode = self._resolve(path)
+        if not self._within(real):
+            raise UnsafeName(f"{name!r} leads out of {self.storage.location}")
+        if S_ISDIR(mode):
+            raise UnsafeName(IS_FOLDER)
+        if mode and not S_ISREG(mode):
+            raise UnsafeName(NOT_REGULAR)
         return path
 
     def _inside(self, path: str) -> bool:
-        """Does the path, symlinks resolved, stay under the root? Folders repeat from row to row
-        (date folders), so each folder's real path is resolved once; the file itself is checked
-        every time."""
+        """Does the path, symlinks resolved, stay under the root?"""
+        return self._within(self._resolve(path)[0])
+
+    def _resolve(self, path: str) -> tuple[str, int]:
+        """The path with symlinks resolved, and the mode of what is there (0: nothing). Folders
+        repeat from row to row (date folders), so each folder's real path is resolved once; the
+        file itself is looked at (one lstat) every time."""
         folder, base = os.path.split(path)
         real_folder = self._real_folders.get(folder)
         if real_folder is None:
@@ -192,10 +223,113 @@ class LocalEndpoint(Endpoint):
                 self._real_folders.clear()
             real_folder = self._real_folders[folder] = os.path.realpath(folder)
         real = os.path.join(real_folder, base)
-        if os.path.islink(real):
+        try:
+            mode = os.lstat(real).st_mode
+        except OSError:
+            return real, 0  # not there (yet: a destination)
+        if S_ISLNK(mode):
             real = os.path.realpath(real)
+            try:
+                mode = os.stat(real).st_mode
+            except OSError:
+                mode = 0
+        return real, mode
+
+    def _within(self, real: str) -> bool:
         root = self._real_root
         return real == root or real.startswith(root + os.sep)
+
+    def _opened_inside(self, fd: int, path: str) -> bool:
+        """Is what this descriptor has open inside the root? Asked of the kernel where /proc
+        says (one readlink); else the path, resolved now, must lead to the very file opened."""
+        if _HAS_PROC_FD:
+            with contextlib.suppress(OSError):
+                return self._within(os.readlink(f"{_PROC_FD}/{fd}"))
+        real = os.path.realpath(path)
+        try:
+            opened, there = os.fstat(fd), os.stat(real)
+        except OSError:
+            return False
+        same = (opened.st_dev, opened.st_ino) == (there.st_dev, there.st_ino)
+        return same and self._within(real)
+
+    def open_checked(self, name: str, path: str | None = None) -> int:
+        """A descriptor of the regular file under this name, for reading, checked once opened:
+        inside the root (symlinks within it allowed) and a regular file, never a FIFO waited
+        on. ``path`` is local_path(name), when the caller has it already."""
+        path = path or self.local_path(name)
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except IsADirectoryError:
+            raise UnsafeName(IS_FOLDER) from None
+        try:
+            if not self._opened_inside(fd, path):
+                raise UnsafeName(f"{name!r} leads out of {self.storage.location}")
+            mode = os.fstat(fd).st_mode
+            if S_ISDIR(mode):
+                raise UnsafeName(IS_FOLDER)
+            if not S_ISREG(mode):
+                raise UnsafeName(NOT_REGULAR)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def open_folder_checked(self, name: str, *, create: bool = False) -> tuple[int, str]:
+        """A descriptor of the folder the name's file is in, checked once opened, and the file's
+        name in it: what is then done through it (``dir_fd=``) happens in that folder, inside
+        the root, whatever is swapped meanwhile. ``create`` makes the missing folders, each one
+        made only in a folder already checked."""
+        path = self.local_path(name)
+        folder, base = os.path.split(path)
+        try:
+            dfd = os.open(folder, _FOLDER_FLAGS)
+        except FileNotFoundError:
+            if not create:
+                raise
+            dfd = self._make_folders(folder)
+        try:
+            if not self._opened_inside(dfd, folder):
+                raise UnsafeName(f"{name!r} leads out of {self.storage.location}")
+        except BaseException:
+            os.close(dfd)
+            raise
+        return dfd, base
+
+    def _make_folders(self, folder: str) -> int:
+        """Make the folders down to ``folder``, one at a time, each in its checked parent (so
+        nothing is made beyond a folder swapped for a link out); a descriptor of the last."""
+        root = str(self.storage.location)
+        os.makedirs(root, exist_ok=True)  # the root is the settings' own
+        dfd = os.open(root, _FOLDER_FLAGS)
+        made = root
+        try:
+            for part in os.path.relpath(folder, root).split(os.sep):
+                if part in ("", "."):
+                    continue
+                if not self._opened_inside(dfd, made):
+                    raise UnsafeName(f"folder {os.path.relpath(made, root)!r} leads out of {root}")
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=dfd)
+                child = os.open(part, _FOLDER_FLAGS, dir_fd=dfd)
+                os.close(dfd)
+                dfd, made = child, os.path.join(made, part)
+        except BaseException:
+            os.close(dfd)
+            raise
+        return dfd
+
+    def pinned_path(self, fd: int, path: str, owner: object) -> str:
+        """A path that opens again the very file this descriptor has open, as long as ``owner``
+        lives (``/proc/self/fd/N`` of a duplicate, closed with the owner): a file re-read later
+        by path (boto3 does) is the one checked, whatever the name leads to by then. Without
+        /proc, the path itself."""
+        if not _HAS_PROC_FD:
+            return path
+        pinned = os.dup(fd)
+        weakref.finalize(owner, os.close, pinned)
+        return f"{_PROC_FD}/{pinned}"
 
     @cached_property
     def _storage_path(self) -> NameMemo:
@@ -224,37 +358,59 @@ class LocalEndpoint(Endpoint):
             )
 
     def stat(self, name: str) -> ObjectInfo | None:
+        # Status only, never an open: a FIFO is refused, not waited on.
         try:
             st = os.stat(self.local_path(name))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        if not os.path.isfile(self.local_path(name)):
-            return None
+        if S_ISDIR(st.st_mode):
+            raise UnsafeName(IS_FOLDER)
+        if not S_ISREG(st.st_mode):
+            raise UnsafeName(NOT_REGULAR)
         return ObjectInfo(size=st.st_size)
 
     def open(self, name: str) -> IO[bytes]:
-        return open(self.local_path(name), "rb")
+        fd = self.open_checked(name)
+        try:
+            return os.fdopen(fd, "rb")
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _walk(self, folder: str, prefix: str) -> Iterator[tuple[str, ObjectInfo]]:
+        path = os.path.join(self.storage.location, folder)
         try:
-            scanned = list(os.scandir(os.path.join(self.storage.location, folder)))
+            dfd = os.open(path, _FOLDER_FLAGS)
         except (FileNotFoundError, NotADirectoryError):
             return
-        entries = []
-        for entry in scanned:
-            if entry.is_dir(follow_symlinks=False):
-                entries.append((entry.name + "/", entry))
-            elif entry.is_file(follow_symlinks=False):
-                entries.append((entry.name, entry))
-            elif entry.is_symlink() and entry.is_file() and self._inside(entry.path):
-                entries.append((entry.name, entry))  # a link to a file within the root
-        for label, entry in sorted(entries, key=lambda e: utf8(e[0])):
+        entries: list[tuple[str, int]] = []
+        try:
+            if not self._opened_inside(dfd, path):
+                return  # a folder swapped for a link out of the root: nothing of it is listed
+            with os.scandir(dfd) as scan:  # status only: nothing listed is ever opened
+                for entry in scan:
+                    name = f"{folder}/{entry.name}" if folder else entry.name
+                    if entry.is_dir(follow_symlinks=False):
+                        entries.append((entry.name + "/", 0))
+                    elif not name.startswith(prefix):
+                        continue
+                    elif entry.is_file(follow_symlinks=False):
+                        entries.append((entry.name, entry.stat(follow_symlinks=False).st_size))
+                    elif (
+                        entry.is_symlink()
+                        and entry.is_file()
+                        and self._inside(os.path.join(path, entry.name))
+                    ):  # a link to a file within the root
+                        entries.append((entry.name, entry.stat().st_size))
+        finally:
+            os.close(dfd)
+        for label, size in sorted(entries, key=lambda e: utf8(e[0])):
             name = f"{folder}/{label}" if folder else label
             if label.endswith("/"):
                 if name.startswith(prefix) or prefix.startswith(name):
                     yield from self._walk(name.rstrip("/"), prefix)
-            elif name.startswith(prefix):
-                yield name, ObjectInfo(size=entry.stat().st_size)
+            else:
+                yield name, ObjectInfo(size=size)
 
     def fingerprint(self, name: str) -> Fingerprint | None:
         try:
@@ -266,8 +422,15 @@ class LocalEndpoint(Endpoint):
         return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
     def delete(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.local_path(name))
+        try:
+            dfd, base = self.open_folder_checked(name)
+        except FileNotFoundError:
+            return
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(base, dir_fd=dfd)  # in the folder checked, whatever is swapped now
+        finally:
+            os.close(dfd)
 
 
 def endpoint_for(alias: str, conf: Conf) -> Endpoint:

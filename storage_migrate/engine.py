@@ -70,7 +70,8 @@ class S3Engine:
         self._manager: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self.conditional_writes = True
+        # As the preflight found (unknown: assumed, until a write is refused with 501).
+        self.conditional_writes = endpoint.conditional_writes is not False
         self._no_clobber_keys: set[str] = set()
         self.native = native_put(
             endpoint.quick_client,  # not the shared one: a request is caught there
@@ -157,11 +158,13 @@ class S3Engine:
         on the engine's threads. Without it, the write happens in the callable."""
         from botocore.exceptions import ClientError
 
+        # Hints for readers (verify_files at its default level), never proofs: DESIGN section 1.
         metadata = {**params.get("Metadata", {}), "md5": source.digest.md5}
         if source.digest.size >= self.conf.MULTIPART_THRESHOLD and source.digest.part_md5s:
-            # The ETag the parts will give: it binds the md5 metadata to these very bytes.
+            # The ETag the parts will give, beside the md5 it is the hint of.
             metadata["etag"] = str(source.digest.multipart_etag())
         params = {**params, "Metadata": metadata}
+        conditional = not overwrite and self.conditional_writes
         waiting = self._start(key, source, params, overwrite=overwrite)
 
         def finish() -> str | None:
@@ -171,8 +174,11 @@ class S3Engine:
                 code = str(exc.response.get("Error", {}).get("Code", ""))
                 if code in ("PreconditionFailed", "ConditionalRequestConflict"):
                     raise Conflict("an object appeared under this name during the copy") from None
-                if code == "NotImplemented" and not overwrite and self.conditional_writes:
-                    self.conditional_writes = False  # this store has no conditional writes
+                if code == "NotImplemented" and conditional:
+                    # This store has no conditional writes: this row, and every row whose
+                    # conditional write was in flight when the first refusal came, is written
+                    # again the other way (after a check that the name is still free).
+                    self.conditional_writes = False
                     return self._start(key, source, params, overwrite=overwrite)()
                 raise
 
@@ -182,6 +188,8 @@ class S3Engine:
         self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
     ) -> Callable[[], str | None]:
         conditional = not overwrite and self.conditional_writes
+        if not overwrite and not conditional:
+            self._refuse_taken(key)
         if source.digest.size >= self.conf.MULTIPART_THRESHOLD:
             return self._later(self._upload, key, source, params, conditional)
         extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
@@ -199,6 +207,22 @@ class S3Engine:
             **extra,
         )
         return lambda: normalize_etag(sent())
+
+    def _refuse_taken(self, key: str) -> None:
+        """Without conditional writes, the check that the name is free is a HEAD right before
+        the write (the batch's listing is older)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(
+                Bucket=self.endpoint.bucket, Key=key, **self.endpoint.read_params
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return
+            raise
+        raise Conflict("destination holds an object under this name (--overwrite replaces it)")
 
     def _later(self, write: Callable[..., str | None], *args: Any) -> Callable[[], str | None]:
         """A boto3 write. Beside the native engine, callers start many writes from one thread

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import SuspiciousFileOperation
+
 
 class ConfigurationError(Exception):
     """The run cannot start: a bad option or setting, a missing bucket, refused credentials.
@@ -24,3 +26,17 @@ class Conflict(RowError):
 
 class VerificationFailed(RowError):
     kind = "error"
+
+
+class UnsafeName(RowError, SuspiciousFileOperation):
+    """The name is not a regular file inside the storage's root: it leads out of it (a folder
+    swapped for a symlink), is the root or a folder, or is a FIFO, device or socket. A
+    SuspiciousFileOperation too, so that every check of a name that catches those refuses it."""
+
+    kind = "unsafe_name"
+
+
+class Unverifiable(RowError):
+    """The bytes could not be proven equal to the object they came from."""
+
+    kind = "unverifiable"

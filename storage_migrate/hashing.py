@@ -18,11 +18,14 @@ def new_md5() -> hashlib._Hash:
 
 @dataclass
 class Digest:
-    """Size and MD5 of some bytes, and the MD5 of each part when they were hashed in parts."""
+    """Size and MD5 of some bytes, and the MD5 of each part when they were hashed in parts;
+    ``layout_etag`` is the multipart ETag they give in another object's part layout (a proof
+    that they are that object's bytes)."""
 
     size: int
     md5: str
     part_md5s: list[bytes] = field(default_factory=list)
+    layout_etag: str | None = None
 
     @property
     def content_md5(self) -> str:
@@ -31,41 +34,81 @@ class Digest:
 
     def multipart_etag(self) -> str | None:
         """The ETag S3 gives a multipart upload of these parts: MD5 of the parts' MD5s, '-N'."""
-        if not self.part_md5s:
-            return None
-        joined = new_md5()
-        for digest in self.part_md5s:
-            joined.update(digest)
-        return f"{joined.hexdigest()}-{len(self.part_md5s)}"
+        return _etag_of(self.part_md5s)
 
 
-def digest_stream(stream: BinaryIO, part_size: int | None = None) -> Digest:
-    """Hash a stream chunk by chunk (never the whole file in memory); optionally per part."""
+def _etag_of(part_md5s: list[bytes]) -> str | None:
+    if not part_md5s:
+        return None
+    joined = new_md5()
+    for digest in part_md5s:
+        joined.update(digest)
+    return f"{joined.hexdigest()}-{len(part_md5s)}"
+
+
+class _Parts:
+    """The MD5 of each part of a given size, fed chunk by chunk."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size, self.md5s = part_size, []  # type: tuple[int, list[bytes]]
+        self._part, self._in_part = new_md5(), 0
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            take = view[: self.part_size - self._in_part]
+            self._part.update(take)
+            self._in_part += len(take)
+            view = view[len(take) :]
+            if self._in_part == self.part_size:
+                self.md5s.append(self._part.digest())
+                self._part, self._in_part = new_md5(), 0
+
+    def done(self) -> list[bytes]:
+        if self._in_part:
+            self.md5s.append(self._part.digest())
+            self._part, self._in_part = new_md5(), 0
+        return self.md5s
+
+
+def digest_stream(
+    stream: BinaryIO, part_size: int | None = None, layout: int | None = None
+) -> Digest:
+    """Hash a stream chunk by chunk (never the whole file in memory); optionally per part of
+    ``part_size`` (our uploads), and per part of ``layout`` (another object's parts)."""
     whole = new_md5()
     size = 0
-    parts: list[bytes] = []
-    part = new_md5()
-    in_part = 0
+    parts = [_Parts(n) if n else None for n in (part_size, layout)]
+    feeders = [p.feed for p in parts if p is not None]
     read = stream.read
     while True:
-        chunk = read(min(CHUNK, part_size - in_part) if part_size else CHUNK)
+        chunk = read(CHUNK)
         if not chunk:
             break
         whole.update(chunk)
         size += len(chunk)
-        if part_size:
-            part.update(chunk)
-            in_part += len(chunk)
-            if in_part == part_size:
-                parts.append(part.digest())
-                part, in_part = new_md5(), 0
-    if part_size and in_part:
-        parts.append(part.digest())
-    return Digest(size=size, md5=whole.hexdigest(), part_md5s=parts)
+        for feed in feeders:
+            feed(chunk)
+    ours, theirs = (p.done() if p is not None else [] for p in parts)
+    return Digest(size=size, md5=whole.hexdigest(), part_md5s=ours, layout_etag=_etag_of(theirs))
 
 
-def digest_bytes(data: bytes) -> Digest:
-    return Digest(size=len(data), md5=hashlib.md5(data, usedforsecurity=False).hexdigest())
+def multipart_parts(etag: str | None) -> int | None:
+    """How many parts a multipart ETag ("<hex>-<parts>") says the object has, else None."""
+    value = normalize_etag(etag)
+    head, dash, count = value.partition("-")
+    if not dash or not _MD5_HEX.match(head) or not count.isdigit():
+        return None
+    return int(count)
+
+
+def digest_bytes(data: bytes, layout: int | None = None) -> Digest:
+    digest = Digest(size=len(data), md5=hashlib.md5(data, usedforsecurity=False).hexdigest())
+    if layout:
+        parts = _Parts(layout)
+        parts.feed(data)
+        digest.layout_etag = _etag_of(parts.done())
+    return digest
 
 
 def normalize_etag(etag: str | None) -> str:

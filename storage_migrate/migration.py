@@ -17,14 +17,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
-from django.db import OperationalError, transaction
+from django.db import DatabaseError, OperationalError, transaction
 
 from .conf import Conf, get_conf
+from .deletion import DeletionLedger, destination_proof
 from .endpoints import Endpoint, endpoint_for
 from .engine import close_engines, conditional_writes, native_engine
-from .errors import ConfigurationError
+from .errors import ConfigurationError, UnsafeName
 from .names import key_reason, unsafe_reason
 from .orphans import upload_prefix
+from .places import identity, overlap
 from .report import (
     COPIED,
     ERROR,
@@ -153,7 +155,8 @@ class Migration:
         self._waiting: dict[str, deque[Row]] = {}
         self._waiting_count = 0
         self._empty_at_start: bool | None = None
-        self._tainted: set[str] = set()  # keys with a problem this run: their source stays
+        # With --delete-source: the rows whose sources may go once the run is over.
+        self.ledger = DeletionLedger() if delete_source else None
         self._futures: dict[Future[list[RowResult]], int] = {}  # -> how many rows
         self._in_flight = 0
         # Rows handed to a worker together: with the native engine, one thread starts them all
@@ -226,6 +229,11 @@ class Migration:
             while self._futures or self._chunk or self._pending or self._waiting:
                 self._drain(FIRST_COMPLETED)
                 self._commit()
+            if self.ledger is not None:
+                # Only now: every row that shares a source has had its outcome.
+                self.ledger.delete_sources(
+                    self.src, self.dst, self.targets, self.report.problems.append
+                )
         except BaseException:
             # Interrupted (Ctrl-C) or failed: queued rows are dropped; the rows whose copies are
             # already verified are committed, so that the next run does not redo them.
@@ -243,6 +251,8 @@ class Migration:
         finally:
             self._pool.shutdown(wait=True)
             close_engines(self.src, self.dst)
+            if self.ledger is not None:
+                self.ledger.close()
             self.report.finished_at = now()
         return self.report
 
@@ -325,6 +335,10 @@ class Migration:
                     return reason
                 endpoint.local_path(row.name)
             row.key = self.dst.key(row.name)
+            if self.ledger is not None:
+                row.source_id = identity(self.src, row.name)
+        except UnsafeName as exc:
+            return str(exc)
         except (SuspiciousOperation, ValueError) as exc:
             return f"name leaves the storage's root ({exc.__class__.__name__})"
         return None
@@ -357,8 +371,8 @@ class Migration:
 
     def _add_problems(self, result: RowResult, problems: list[Problem]) -> None:
         self.report.problems.extend(problems)
-        if problems:
-            self._tainted.add(result.row.key)
+        if problems and self.ledger is not None and result.row.source_id is not None:
+            self.ledger.taint(result.row.source_id)  # its source stays, for every row
 
     def _notify(self, result: RowResult) -> None:
         if self.on_row is not None:
@@ -404,17 +418,21 @@ class Migration:
                         self._vanished(result, detail)
                 else:
                     time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
+            except DatabaseError:
+                # A value one row's column refuses (DataError, IntegrityError): every row on its
+                # own, so that the error stays that row's problem and the others are committed.
+                vanished = self._write_rows_one_by_one(pending)
+                break
         for result in vanished:
             self._vanished(result)
         for result in pending:
-            key = result.row.key
-            if (
-                self.delete_source
-                and result.clean
-                and key not in self._tainted
-                and key not in self._waiting
-            ):
-                self._delete_source(result)
+            row = result.row
+            if self.ledger is not None and row.source_id is not None:
+                if result.clean:
+                    proof = destination_proof(self.dst, row.name, result.dest)
+                    self.ledger.add(result, row.source_id, proof)
+                else:
+                    self.ledger.taint(row.source_id)
             self._release(result, resubmit=resubmit)
             self._notify(result)
 
@@ -440,6 +458,24 @@ class Migration:
                     ]
         return vanished
 
+    def _write_rows_one_by_one(self, pending: list[RowResult]) -> list[RowResult]:
+        vanished: list[RowResult] = []
+        for result in pending:
+            try:
+                with transaction.atomic():
+                    if result.updates:
+                        if self._still_there(result.row).update(**_columns(result)) == 0:
+                            vanished.append(result)
+                    elif self.delete_source and not self._still_there(result.row).exists():
+                        vanished.append(result)
+            except DatabaseError as exc:
+                detail = (
+                    f"verified, but the database refused its row ({exc.__class__.__name__}: "
+                    f"{str(exc).strip()}); the row was left as it is"
+                )
+                self._vanished(result, detail)
+        return vanished
+
     @staticmethod
     def _still_there(row: Row) -> Any:
         return row.target.model._base_manager.filter(
@@ -460,26 +496,6 @@ class Migration:
         problem = result.row.problem(ERROR, detail)
         result.problems.append(problem)
         self._add_problems(result, [problem])
-
-    def _delete_source(self, result: RowResult) -> None:
-        name = result.row.name
-        try:
-            current = self.src.fingerprint(name)
-            if current is None:
-                return  # already gone (an earlier run, or a row sharing the file)
-            if current != result.fingerprint:
-                problem = result.row.problem(
-                    ERROR, "source changed after it was copied; it was not deleted (run again)"
-                )
-                result.problems.append(problem)
-                self._add_problems(result, [problem])
-                return
-            self.src.delete(name)
-        except Exception as exc:
-            detail = f"copied and committed, but the source could not be deleted: {exc}"
-            problem = result.row.problem(ERROR, detail)
-            result.problems.append(problem)
-            self._add_problems(result, [problem])
 
 
 def migrate_storage(
@@ -514,6 +530,12 @@ def migrate_storage(
         if source == to:
             raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
         src = endpoint_for(source, conf)
+        same = overlap(src, dst)
+        if same:
+            raise ConfigurationError(
+                f"{same}: a migration between them would move files onto themselves "
+                "(choose a destination elsewhere)."
+            )
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
         raise ConfigurationError(str(exc)) from None

@@ -21,6 +21,9 @@ def unsafe_reason(name: str, key: str | None = None) -> str | None:
         return "name has a '..' part"
     if not name.strip() or name.endswith("/"):
         return "name is empty or a folder"
+    if all(part in ("", ".") for part in parts):
+        # '.', './.', '.\\.': the root itself (with a location prefix, the prefix's own key)
+        return "name is the storage's root"
     return key_reason(name) or (key_reason(key) if key is not None else None)
 
 

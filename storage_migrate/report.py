@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import itertools
 import json
+import os
 import re
+import tempfile
+import weakref
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar, overload
+from uuid import UUID
 
 COPIED = "copied"
 SKIPPED = "skipped"
@@ -47,7 +54,7 @@ class Problem:
     actual: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {name: getattr(self, name) for name in _FIELDS}  # asdict's deep copy is slow
         for key in ("expected", "actual"):
             if data[key] is None:
                 del data[key]
@@ -58,6 +65,157 @@ class Problem:
         return f"  {self.kind:<17} {where} {self.name!r}: {self.detail}"
 
 
+# Problems kept as objects; the rest are only in the log's spill file.
+MEMORY_PROBLEMS = 1000
+_FIELDS = ("kind", "model", "field", "pk", "name", "detail", "expected", "actual")
+
+
+def _encode(value: Any) -> Any:
+    """A JSON value for a problem's field; a dict is always a tag, so no plain value is one."""
+    if value is None or isinstance(value, str | int | float):
+        return value
+    if isinstance(value, UUID):
+        return {"uuid": str(value)}
+    if isinstance(value, tuple | list):
+        return {"tuple" if isinstance(value, tuple) else "list": [_encode(v) for v in value]}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {"dict": {k: _encode(v) for k, v in value.items()}}
+    return str(value)  # what the renderings (default=str, f-strings) make of it anyway
+
+
+def _decode(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    [(tag, inner)] = value.items()
+    if tag == "uuid":
+        return UUID(inner)
+    if tag == "dict":
+        return {k: _decode(v) for k, v in inner.items()}
+    items = [_decode(v) for v in inner]
+    return tuple(items) if tag == "tuple" else items
+
+
+def _close_spill(spill: IO[str], path: str) -> None:
+    spill.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class ProblemLog(Sequence[Problem]):
+    """Every problem of a run in the order added, in bounded memory: counts by kind, the first
+    MEMORY_PROBLEMS as objects, the rest in a JSON-lines file removed on close() or collection."""
+
+    def __init__(self, problems: Iterable[Problem] = ()) -> None:
+        self._memory: list[Problem] = []
+        self._counts: Counter[str] = Counter()
+        self._len = 0
+        self._spilled = 0
+        self._spill: IO[str] | None = None
+        self._path: str | None = None
+        self._finalizer: weakref.finalize | None = None  # type: ignore[type-arg]
+        self._closed = False
+        self.extend(problems)
+
+    @property
+    def path(self) -> str | None:
+        """The spill file, once problems overflowed memory."""
+        return self._path
+
+    def append(self, problem: Problem) -> None:
+        if self._closed:
+            raise ValueError("This ProblemLog is closed")
+        if len(self._memory) < MEMORY_PROBLEMS:
+            self._memory.append(problem)
+        else:
+            self._write(problem)
+        self._counts[problem.kind] += 1
+        self._len += 1
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        for problem in problems:  # iteration is a snapshot: extend(self) doubles, as a list does
+            self.append(problem)
+
+    def _write(self, problem: Problem) -> None:
+        if self._spill is None:
+            fd, self._path = tempfile.mkstemp(prefix="storage-migrate-problems-", suffix=".jsonl")
+            self._spill = os.fdopen(fd, "w", encoding="ascii", newline="\n")
+            self._finalizer = weakref.finalize(self, _close_spill, self._spill, self._path)
+        row = [_encode(getattr(problem, name)) for name in _FIELDS]
+        # ensure_ascii: lone surrogates and control characters in names survive as \u escapes.
+        self._spill.write(json.dumps(row, ensure_ascii=True, separators=(",", ":")) + "\n")
+        self._spilled += 1
+
+    def _read(self, count: int) -> Iterator[Problem]:
+        """The first `count` spilled problems, read back from the file."""
+        if count <= 0:
+            return
+        if self._closed or self._spill is None or self._path is None:
+            raise ValueError("This ProblemLog is closed; its spilled problems are gone")
+        self._spill.flush()
+        with open(self._path, encoding="ascii", newline="\n") as spill:
+            for line in itertools.islice(spill, count):
+                yield Problem(*(_decode(v) for v in json.loads(line)))
+
+    def close(self) -> None:
+        """Remove the spill file; the counts stay, the problems past memory are gone."""
+        self._closed = True
+        if self._finalizer is not None:
+            self._finalizer()
+
+    def counts(self) -> Counter[str]:
+        """How many problems of each kind."""
+        return Counter(self._counts)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __bool__(self) -> bool:
+        return self._len > 0
+
+    def __iter__(self) -> Iterator[Problem]:
+        # A snapshot: problems appended while iterating are not yielded.
+        in_memory, spilled = len(self._memory), self._spilled
+        for i in range(in_memory):
+            yield self._memory[i]
+        yield from self._read(spilled)
+
+    @overload
+    def __getitem__(self, index: int) -> Problem: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Problem]: ...
+    def __getitem__(self, index: int | slice) -> Problem | list[Problem]:
+        if isinstance(index, slice):
+            wanted = range(self._len)[index]
+            if not wanted:
+                return []
+            forward = wanted if wanted.step > 0 else wanted[::-1]
+            items = list(itertools.islice(self, forward.start, forward.stop, forward.step))
+            return items if wanted.step > 0 else items[::-1]
+        position = range(self._len)[index]  # IndexError as a list raises it
+        if position < len(self._memory):
+            return self._memory[position]
+        offset = position - len(self._memory)
+        return next(itertools.islice(self._read(offset + 1), offset, None))
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if not isinstance(other, ProblemLog | list):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a list
+
+    def __repr__(self) -> str:
+        shown = self._memory[:10]
+        more = (
+            f", ... {self._len - len(shown)} more, {dict(self._counts)}"
+            if self._len > len(shown)
+            else ""
+        )
+        return f"ProblemLog([{', '.join(map(repr, shown))}{more}])"
+
+
 def format_bytes(size: int) -> str:
     value = float(size)
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -65,6 +223,19 @@ def format_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+def _dumps_item(data: dict[str, Any]) -> str:
+    """_dumps(data) as an item of a list under the top level: every line indented 4 more."""
+    if any(isinstance(v, list | tuple | dict) for v in data.values()):
+        return "\n".join("    " + line for line in _dumps(data).split("\n"))
+    # Flat: the C encoder, with indent=2's separators spelled out, is several times faster.
+    flat = json.dumps(data, separators=(",\n      ", ": "), ensure_ascii=False, default=str)
+    return "    {\n      " + flat[1:-1] + "\n    }"
 
 
 def plural(n: int, word: str) -> str:
@@ -78,7 +249,7 @@ class Report:
     command: ClassVar[str]
     started_at: datetime = field(default_factory=now)
     finished_at: datetime | None = None
-    problems: list[Problem] = field(default_factory=list)
+    problems: ProblemLog = field(default_factory=ProblemLog)
 
     def header(self) -> dict[str, Any]:
         """What the run was asked to do (keys between `command` and `started_at`)."""
@@ -92,22 +263,45 @@ class Report:
     def seconds(self) -> float:
         return ((self.finished_at or now()) - self.started_at).total_seconds()
 
-    def to_dict(self) -> dict[str, Any]:
+    def _head(self) -> dict[str, Any]:
         return {
             "command": self.command,
             **self.header(),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "totals": self.totals,
-            "problems": [p.to_dict() for p in self.problems],
         }
 
+    def to_dict(self) -> dict[str, Any]:
+        return {**self._head(), "problems": [p.to_dict() for p in self.problems]}
+
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=str)
+        out = io.StringIO()
+        self.write_json(out)
+        return out.getvalue()
+
+    def write_json(self, stream: IO[str]) -> None:
+        """Write to_json()'s document to stream, one problem at a time."""
+        head = _dumps(self._head())
+        # "problems" is the last key: splice it in before the closing brace.
+        stream.write(head[: -len("\n}")] + ',\n  "problems": ')
+        if not self.problems:
+            stream.write("[]\n}")
+            return
+        stream.write("[\n")
+        for i, problem in enumerate(self.problems):
+            if i:
+                stream.write(",\n")
+            stream.write(_dumps_item(problem.to_dict()))
+        stream.write("\n  ]\n}")
+
+    def close(self) -> None:
+        """Remove the problems' spill file (problems past memory are then gone)."""
+        self.problems.close()
 
     def problems_phrase(self) -> str:
         """'3 problems (2 missing, 1 conflict)'."""
-        counts = Counter(p.kind for p in self.problems)
+        counts = self.problems.counts()
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
         return plural(len(self.problems), "problem") + (f" ({kinds})" if kinds else "")
 
@@ -213,11 +407,12 @@ class VerificationReport(Report):
 
     @property
     def orphans(self) -> int:
-        return sum(1 for p in self.problems if p.kind == ORPHAN)
+        return self.problems.counts()[ORPHAN]
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PROBLEMS if any(p.kind in self.fail_on for p in self.problems) else EXIT_OK
+        failing = any(self.problems.counts()[kind] for kind in self.fail_on)
+        return EXIT_PROBLEMS if failing else EXIT_OK
 
     def header(self) -> dict[str, Any]:
         return {"storage": self.storage, "level": self.level, "sample": self.sample}
@@ -252,11 +447,11 @@ class VerificationReport(Report):
 
     def to_text(self) -> str:
         lines = [self.summary()]
+        counts = self.problems.counts()
         for kind in VERIFY_PROBLEMS:
-            group = [p for p in self.problems if p.kind == kind]
-            if group:
-                lines.append(f"{kind} ({len(group)}):")
-                lines += [p.line() for p in group]
+            if counts[kind]:  # one pass over the problems per kind found, none in memory
+                lines.append(f"{kind} ({counts[kind]}):")
+                lines += [p.line() for p in self.problems if p.kind == kind]
         return "\n".join(lines)
 
     def to_csv(self) -> str:
@@ -265,8 +460,7 @@ class VerificationReport(Report):
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for p in self.problems:
-            data = asdict(p)
-            writer.writerow(["" if data[c] is None else data[c] for c in columns])
+            writer.writerow(["" if (value := getattr(p, c)) is None else value for c in columns])
         return out.getvalue()
 
     def to_junit(self) -> str:

@@ -10,9 +10,11 @@ from typing import Any
 
 from .conf import Conf
 from .endpoints import Endpoint, Fingerprint, ObjectInfo
-from .errors import RowError, SourceMissing, VerificationFailed
+from .errors import RowError, SourceMissing, Unverifiable, VerificationFailed
+from .proof import etag_proves, holds, same_bytes
 from .report import CHECKSUM_MISMATCH, CONFLICT, COPIED, ERROR, SIZE_MISMATCH, SKIPPED
 from .rows import Planned, Row, RowResult, _Unknown
+from .targets import unfit
 from .transfer import start_copy_file
 
 
@@ -79,25 +81,22 @@ class RowCopier:
         detail = f"{exc.__class__.__name__}: {exc}"
         return RowResult(row, ERROR, problems=[row.problem(ERROR, detail)])
 
-    def _same(self, endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
-        """Does the object hold bytes with this MD5? A listing's ETag can mislead (a bucket's
-        default KMS encryption), so a mismatch is asked again with a HEAD before it counts."""
-        if endpoint.prove_md5(name, info) == md5:
-            return True
-        headed = endpoint.head(name, info)
-        return headed is not info and endpoint.prove_md5(name, headed) == md5
-
     def _existing(self, row: Row, dest: ObjectInfo) -> RowResult:
-        """The destination already has an object under this name: skip it, or it is a conflict
-        (or, with --overwrite, copy over it)."""
+        """The destination already has an object under this name: skip it when it is proven to
+        hold the source's bytes, else it is a conflict (or, with --overwrite, copy over it)."""
         size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
-        # The shortcut trusts the row's checksum; before deleting a source, read the source too.
+        # The shortcut trusts the row's checksum (the database is trusted) where the object's
+        # ETag proves its MD5; before deleting a source, the source is read too.
         if (
             not self.delete_source
             and checksum
             and size is not None
             and dest.size == size
-            and self._same(self.dst, row.name, dest, checksum)
+            and (
+                etag_proves(self.dst, row.name, dest, checksum)
+                if self.dst.kind == "s3"  # a multipart object is proven from the source
+                else holds(self.dst, row.name, dest, checksum)
+            )
         ):
             return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
@@ -105,10 +104,10 @@ class RowCopier:
         if source is None:
             return self._source_gone(row, dest)
         if source.size == dest.size:
-            source_md5 = self.src.prove_md5(row.name, source)
-            if self._same(self.dst, row.name, dest, source_md5):
+            proven = same_bytes(self.src, row.name, source, self.dst, row.name, dest)
+            if proven:
                 self._unchanged(row, fingerprint)
-                result = self._result(row, SKIPPED, size=source.size, md5=source_md5, dest=dest)
+                result = self._result(row, SKIPPED, size=source.size, md5=proven, dest=dest)
                 result.fingerprint = fingerprint
                 return result
         if not self.overwrite:
@@ -121,21 +120,31 @@ class RowCopier:
 
     def _source_gone(self, row: Row, dest: ObjectInfo) -> RowResult:
         """No source, but an object at the destination: a row migrated by an earlier run whose
-        source was deleted is `skipped` when the object holds what the row (or, without a stored
-        checksum, this tool's own verified md5 metadata) says it should."""
+        source was deleted is `skipped` when the object is proven to hold what the row's stored
+        checksum says. Without one, only this tool's md5 metadata says what the object should
+        hold: a hint anyone can write. The object is read and must match it; the row is then
+        `skipped` with no checksum taken from the hint (nothing is deleted either way: the
+        source is gone)."""
         size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
         if checksum:
-            if (size is None or size == dest.size) and self._same(
-                self.dst, row.name, dest, checksum
-            ):
+            if (size is None or size == dest.size) and holds(self.dst, row.name, dest, checksum):
                 return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
-        else:
-            headed = self.dst.head(row.name, dest)
-            if headed.meta_md5 and self._same(self.dst, row.name, headed, headed.meta_md5):
-                return self._result(
-                    row, SKIPPED, size=headed.size, md5=headed.meta_md5, dest=headed
-                )
-        raise SourceMissing("source file does not exist (an object is at the destination)")
+            raise SourceMissing(
+                "source file does not exist (the object at the destination does not match the "
+                "stored checksum)"
+            )
+        headed = self.dst.head(row.name, dest)
+        hint = headed.meta_md5
+        if (
+            hint
+            and (size is None or size == headed.size)
+            and holds(self.dst, row.name, headed, hint)
+        ):
+            return self._result(row, SKIPPED, size=headed.size, md5=None, dest=headed)
+        raise Unverifiable(
+            "source file does not exist and the row has no stored checksum: the object at the "
+            "destination cannot be proven to be its file"
+        )
 
     def _unchanged(self, row: Row, before: Fingerprint | None) -> None:
         if self._fingerprint and self.src.fingerprint(row.name) != before:
@@ -148,7 +157,9 @@ class RowCopier:
             source = source or self.src.stat(row.name)
             if source is None:
                 raise SourceMissing("source file does not exist")
-            md5 = self.src.prove_md5(row.name, source)  # a dry run predicts checksum problems
+            # A dry run predicts checksum problems; a hint is enough for a prediction.
+            md5 = source.meta_md5 if source.md5 is None else source.md5
+            md5 = md5 or self.src.prove_md5(row.name, source)
             result = self._result(row, COPIED, size=source.size, md5=md5, copied_bytes=source.size)
             return lambda: result
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
@@ -161,6 +172,7 @@ class RowCopier:
             overwrite=existed and self.overwrite,
             existed=existed,
             source_info=source,
+            stored_md5=(row.meta.get("checksum") or "").lower() or None,
         )
 
         def finish() -> RowResult:
@@ -196,7 +208,7 @@ class RowCopier:
         copied_bytes: int = 0,
     ) -> RowResult:
         """The outcome, the problems the row's stored metadata shows, and the columns to update."""
-        result = RowResult(row, outcome, bytes=copied_bytes)
+        result = RowResult(row, outcome, bytes=copied_bytes, dest=dest)
         meta, columns = row.meta, row.target.columns
         stored_md5 = (meta.get("checksum") or "").lower()
         if md5 and stored_md5 and stored_md5 != md5:
@@ -230,9 +242,19 @@ class RowCopier:
             wanted["content_type"] = guessed or stored or "application/octet-stream"
         if md5 and (not stored_md5 or (stored_md5 != md5 and self.rewrite_checksums)):
             wanted["checksum"] = md5
-        result.updates = {
+        updates = {
             role: value
             for role, value in wanted.items()
             if role in columns and meta.get(role) != value
         }
+        for role, value in list(updates.items()):
+            reason = unfit(row.target, role, value)
+            if reason is None:
+                continue
+            del updates[role]
+            if role != "content_type":  # a type from the bucket that does not fit is left out
+                result.outcome = ERROR
+                detail = f"{role} cannot be stored: {reason}; the row was not updated"
+                result.problems.append(row.problem(ERROR, detail))
+        result.updates = updates
         return result

@@ -26,6 +26,8 @@ class Row:
     name: str
     meta: dict[str, Any]
     key: str = ""
+    # What tells the source file apart from others (places.identity), with --delete-source.
+    source_id: tuple[Any, ...] | None = None
 
     @classmethod
     def from_values(cls, target: Target, values: Sequence[Any]) -> Row:
@@ -49,6 +51,8 @@ class RowResult:
     updates: dict[str, Any] = field(default_factory=dict)
     # The source as it was when it was read (checked again before it is deleted).
     fingerprint: Fingerprint | None = None
+    # The verified object at the destination (checked again before the source is deleted).
+    dest: ObjectInfo | None = None
 
     @property
     def clean(self) -> bool:

@@ -3,6 +3,9 @@ listings instead of HEADs where a batch allows, and what an ETag can prove."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -14,11 +17,14 @@ from django.core.files.storage import Storage
 from .conf import Conf
 from .endpoints import Endpoint, Fingerprint, NameMemo, ObjectInfo
 from .errors import ConfigurationError
-from .hashing import is_md5_hex, md5_from_etag, normalize_etag
+from .hashing import is_md5_hex, md5_from_etag, multipart_parts, normalize_etag
 from .names import common_folder, utf8
+from .places import strip_userinfo
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("storage_migrate")
 
 # Listing a key range costs one request per 1000 keys; past this many keys per row wanted,
 # one HEAD per row is cheaper.
@@ -83,7 +89,7 @@ class S3Endpoint(Endpoint):
             "s3",
             region_name=st.region_name,
             use_ssl=st.use_ssl,
-            endpoint_url=st.endpoint_url,
+            endpoint_url=strip_userinfo(st.endpoint_url),
             verify=st.verify,
             config=merged,
         )
@@ -131,9 +137,11 @@ class S3Endpoint(Endpoint):
         from botocore.exceptions import BotoCoreError, ClientError
 
         quick = self.quick_client
-        where = self.s3storage.endpoint_url or "AWS S3"
+        where = strip_userinfo(self.s3storage.endpoint_url) or "AWS S3"
         try:
             quick.head_bucket(Bucket=self.bucket)
+            if not as_source and not dry_run:
+                self.conditional_writes = self._probe_conditional_writes(quick)
             return
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -144,6 +152,7 @@ class S3Endpoint(Endpoint):
                         self.assume_empty = True  # a real run would create it empty
                     else:
                         self._create_bucket(quick)
+                        self.conditional_writes = self._probe_conditional_writes(quick)
                     return
                 hint = "" if as_source else " or pass --create-bucket"
                 raise ConfigurationError(
@@ -163,6 +172,38 @@ class S3Endpoint(Endpoint):
             raise ConfigurationError(
                 f"Cannot reach S3 for storage {self.alias!r} at {where}: {exc}"
             ) from None
+
+    # None until the preflight of a destination has asked the store.
+    conditional_writes: bool | None = None
+
+    def _probe_conditional_writes(self, client: S3Client) -> bool | None:
+        """Does the store honour If-None-Match on writes? A scratch key is written twice with it:
+        the second write must be refused (412). A store that refuses the header (501) or that
+        ignores it (the second write succeeds) has no conditional writes: the run then checks
+        for an object before each write. None when the store would not say (no permission)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = f"{self.key_prefix}.storage-migrate-probe-{uuid.uuid4().hex}"
+        answer: bool | None = None
+        try:
+            for attempt in (1, 2):
+                client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*")
+                if attempt == 2:
+                    answer = False  # accepted twice: the header is ignored
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
+                answer = True
+            elif code == "NotImplemented" or status == 501:
+                answer = False
+        except BotoCoreError:
+            pass
+        finally:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                client.delete_object(Bucket=self.bucket, Key=key)
+        log.debug("storage %s: conditional writes %s", self.alias, answer)
+        return answer
 
     def _create_bucket(self, client: S3Client) -> None:
         region = self.s3storage.region_name
@@ -184,17 +225,17 @@ class S3Endpoint(Endpoint):
         etag_md5 = md5_from_etag(etag, self.etag_is_md5 and not encrypted)
         metadata = head.get("Metadata") or {}
         meta = str(metadata.get("md5", "")).lower()
-        # Our md5 metadata speaks for these bytes only while the ETag is still the one the
-        # upload was made with (a multipart ETag, recorded beside it). Under KMS or customer
-        # keys no ETag binds it, and anyone can write metadata: such objects are read to be
-        # proven.
+        # Our md5 metadata is a hint, never a proof: anyone who can write to the bucket can
+        # write metadata, and a multipart ETag can be computed before the upload. It is taken
+        # as a hint only while the ETag recorded beside it is still the object's (which a
+        # replacement that kept the metadata does not fake by accident).
         bound = etag_md5 is not None or (
             not encrypted and normalize_etag(metadata.get("etag")) == etag
         )
         meta_md5 = meta if is_md5_hex(meta) and bound else None
         return ObjectInfo(
             size=int(head["ContentLength"]),
-            md5=etag_md5 or meta_md5,
+            md5=etag_md5,
             etag=etag,
             content_type=head.get("ContentType"),
             headed=True,
@@ -235,6 +276,34 @@ class S3Endpoint(Endpoint):
             if headed is not None:
                 info.md5, info.headed, info.meta_md5 = headed.md5, True, headed.meta_md5
         return super().prove_md5(name, info)
+
+    def part_size(self, name: str, info: ObjectInfo) -> int | None:
+        """The part size of a multipart object (a HEAD of its first part), so that its ETag can
+        be recomputed from bytes read elsewhere; None when the store does not tell it, when the
+        object is not multipart or is encrypted (its ETag then proves nothing), or when the
+        object changed since ``info``."""
+        from botocore.exceptions import ClientError
+
+        parts = multipart_parts(info.etag)
+        if not parts or info.encrypted or not self.etag_is_md5 or info.size <= 0:
+            return None
+        try:
+            head = self.client.head_object(
+                Bucket=self.bucket, Key=self.key(name), PartNumber=1, **self.read_params
+            )
+        except ClientError:
+            return None
+        # S3 answers with the object's ETag, some stores with the part's own: either way the
+        # count of parts must be the object's. (An object replaced meanwhile only makes the
+        # recomputed ETag differ: a failed proof, never a false one.)
+        if head.get("PartsCount", parts) != parts and normalize_etag(head.get("ETag")) != info.etag:
+            return None
+        size = int(head.get("ContentLength") or 0)
+        if parts == 1:
+            return info.size if size == info.size else None
+        last = info.size - size * (parts - 1)
+        # Every part but the last has the part size; the last is not larger.
+        return size if size > 0 and 0 < last <= size else None
 
     def fingerprint(self, name: str) -> Fingerprint | None:
         info = self.stat(name)

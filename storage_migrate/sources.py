@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import IO
 
 from .conf import Conf
-from .endpoints import Endpoint, ObjectInfo
-from .errors import SourceMissing, VerificationFailed
+from .endpoints import Endpoint, LocalEndpoint, ObjectInfo
+from .errors import RowError, SourceMissing, VerificationFailed
 from .hashing import Digest, digest_bytes, digest_stream
+from .proof import prove_download
 
 
 @dataclass
@@ -47,55 +48,77 @@ def part_size_for(size: int, conf: Conf) -> int | None:
     return int(ChunksizeAdjuster().adjust_chunksize(conf.MULTIPART_CHUNKSIZE, size))
 
 
-def load_source(endpoint: Endpoint, name: str, size_hint: int | None, conf: Conf) -> Source:
+def load_source(
+    endpoint: Endpoint,
+    name: str,
+    size_hint: int | None,
+    conf: Conf,
+    stored_md5: str | None = None,
+) -> Source:
     """Read and hash a source file; small files stay in memory, large ones are re-read from disk
-    (a local source) or spooled to a temporary file (any other source)."""
+    (a local source) or spooled to a temporary file (any other source). A download is proven
+    to be the object's bytes (proof.prove_download) before it is used."""
     path = endpoint.local_path(name)
     if path is not None:
+        assert isinstance(endpoint, LocalEndpoint)
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size <= conf.IN_MEMORY_LIMIT:
-                    data = f.read(conf.IN_MEMORY_LIMIT + 1)
-                    if len(data) != size:
-                        raise VerificationFailed(
-                            f"source changed while it was read: {size} bytes, {len(data)} read"
-                        )
-                    return Source(digest=digest_bytes(data), data=data)
-                digest = digest_stream(f, part_size_for(size, conf))
-                if digest.size != size:
-                    raise VerificationFailed(
-                        f"source changed while it was read: {size} bytes, {digest.size} read"
-                    )
-                return Source(digest=digest, path=path)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            # Checked once opened (inside the root, a regular file): a folder swapped for a
+            # symlink since the planner's look, or a FIFO, is refused, never read or waited on.
+            fd = endpoint.open_checked(name, path)
+        except (FileNotFoundError, NotADirectoryError):
             raise SourceMissing("source file does not exist") from None
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size <= conf.IN_MEMORY_LIMIT:
+                data = f.read(conf.IN_MEMORY_LIMIT + 1)
+                if len(data) != size:
+                    raise VerificationFailed(
+                        f"source changed while it was read: {size} bytes, {len(data)} read"
+                    )
+                return Source(digest=digest_bytes(data), data=data)
+            digest = digest_stream(f, part_size_for(size, conf))
+            if digest.size != size:
+                raise VerificationFailed(
+                    f"source changed while it was read: {size} bytes, {digest.size} read"
+                )
+            # Sent later from its path (boto3 opens it again): the path of this very file.
+            source = Source(digest=digest)
+            source.path = endpoint.pinned_path(f.fileno(), path, source)
+            return source
     try:
         stream, info = endpoint.open_info(name)
     except FileNotFoundError:
         raise SourceMissing("source file does not exist") from None
     size_hint = info.size if info is not None else size_hint
     with stream:
+        layout = source_layout(endpoint, name, info)
         if size_hint is not None and size_hint <= conf.IN_MEMORY_LIMIT:
             data = stream.read(conf.IN_MEMORY_LIMIT + 1)
-            source = Source(digest=digest_bytes(data), data=data)
+            source = Source(digest=digest_bytes(data, layout), data=data)
         else:
-            source = _spool(stream, size_hint, conf)
+            source = _spool(stream, size_hint, conf, layout)
     try:
-        _check_source(source.digest, info)
-    except VerificationFailed:
+        prove_download(info, source.digest, source.digest.layout_etag, stored_md5)
+    except RowError:
         source.close()
         raise
     return source
 
 
-def _spool(stream: IO[bytes], size_hint: int | None, conf: Conf) -> Source:
+def source_layout(endpoint: Endpoint, name: str, info: ObjectInfo | None) -> int | None:
+    """The part size to hash a download with, when only its multipart ETag can prove it."""
+    if info is None or info.etag_md5:
+        return None
+    return endpoint.part_size(name, info)
+
+
+def _spool(stream: IO[bytes], size_hint: int | None, conf: Conf, layout: int | None) -> Source:
     part_size = part_size_for(size_hint or 0, conf)
     fd, path = tempfile.mkstemp(prefix="storage-migrate-", suffix=".spool")
     try:
         with os.fdopen(fd, "wb") as out:
             tee = _Tee(stream, out)
-            digest = digest_stream(tee, part_size)  # type: ignore[arg-type]
+            digest = digest_stream(tee, part_size, layout)  # type: ignore[arg-type]
     except BaseException:
         os.unlink(path)
         raise

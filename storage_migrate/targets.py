@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
@@ -48,7 +50,7 @@ def metadata_columns(
     file, so a model with several FileFields has them only where a "app.Model.field" key maps
     them; its other fields move their files alone."""
     label = model._meta.label
-    configured = conf.METADATA_FIELDS or {}
+    configured = metadata_settings(conf)
     single = len(file_fields(model)) == 1
     field_key = f"{label}.{field.name}"
     if field_key in configured:
@@ -85,9 +87,83 @@ def metadata_columns(
                     f"{column!r}, which {label} does not have."
                 ) from None
             continue
-        if found.concrete:
+        needed = _wrong_type(role, found)
+        if needed is None and isinstance(found, models.Field):
             columns[role] = str(found.attname)
+        elif role in mapping:
+            raise ImproperlyConfigured(
+                f"STORAGE_MIGRATE['METADATA_FIELDS'][{where!r}] maps {role!r} to {column!r}, "
+                f"a {_describe(found)}: {role!r} must be {needed}."
+            )
+        # A column found by its role's name but of another type is not a metadata column.
     return columns
+
+
+def metadata_settings(conf: Conf) -> Mapping[str, Mapping[str, Any]]:
+    """STORAGE_MIGRATE['METADATA_FIELDS'], refused unless it is a dict of dicts."""
+    configured = conf.METADATA_FIELDS or {}
+    if not isinstance(configured, Mapping) or not all(
+        isinstance(v, Mapping) for v in configured.values()
+    ):
+        raise ImproperlyConfigured(
+            "STORAGE_MIGRATE['METADATA_FIELDS'] must be a dict of 'app_label.Model[.field]' -> "
+            "{role: column name or None}"
+        )
+    return configured
+
+
+_TEXT_ROLES_MIN_LENGTH = {"checksum": 32, "bucket": 3, "object_key": 0, "content_type": 0}
+
+
+def _wrong_type(role: str, field: Any) -> str | None:
+    """What a column for ``role`` must be, or None when ``field`` is that: values are written
+    with update(), so a column of another type fails (or corrupts) only after the copies."""
+    plain = isinstance(field, models.Field) and field.concrete and not field.is_relation
+    plain = plain and not field.primary_key
+    if role == "file_size":
+        if plain and isinstance(field, models.IntegerField):
+            return None
+        return (
+            "an integer field (IntegerField, BigIntegerField, PositiveIntegerField, "
+            "PositiveBigIntegerField or a subclass; not a relation)"
+        )
+    least = _TEXT_ROLES_MIN_LENGTH[role]
+    needed = "a CharField or TextField (or a subclass)" + (
+        f" with max_length of at least {least}" if least else ""
+    )
+    if not plain or not isinstance(field, models.CharField | models.TextField):
+        return needed
+    if field.max_length is not None and field.max_length < least:
+        return needed
+    return None
+
+
+def _describe(field: Any) -> str:
+    kind = type(field).__name__
+    length = getattr(field, "max_length", None)
+    return f"{kind}(max_length={length})" if length is not None and not field.is_relation else kind
+
+
+def unfit(target: Target, role: str, value: Any) -> str | None:
+    """Why the role's column cannot hold ``value`` (a header longer than a CharField, a NUL
+    PostgreSQL refuses, a size past an integer column's range), or None when it can."""
+    from django.db import connection
+
+    column = target.model._meta.get_field(target.columns[role])
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "it holds a NUL character, which the column cannot store"
+        limit = getattr(column, "max_length", None)
+        if isinstance(column, models.CharField) and limit and len(value) > limit:
+            return f"{len(value)} characters do not fit its column (at most {limit})"
+    elif isinstance(value, int) and isinstance(column, models.IntegerField):
+        try:
+            low, high = connection.ops.integer_field_range(column.get_internal_type())
+        except KeyError:  # a custom column type: the database alone says
+            return None
+        if (low is not None and value < low) or (high is not None and value > high):
+            return f"{value} is out of its column's range"
+    return None
 
 
 def _model(label: str) -> type[models.Model]:

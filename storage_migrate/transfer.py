@@ -4,8 +4,8 @@ through its API), and verify what the destination holds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -14,9 +14,10 @@ from .conf import Conf
 from .endpoints import Endpoint, LocalEndpoint, ObjectInfo
 from .engine import start_write_s3
 from .errors import Conflict, SourceMissing, VerificationFailed
-from .hashing import CHUNK, Digest, new_md5
+from .hashing import CHUNK, Digest, _etag_of, _Parts, new_md5
+from .proof import prove_download
 from .s3 import S3Endpoint
-from .sources import _check_source, load_source
+from .sources import _check_source, load_source, source_layout
 
 
 def _file_mode(storage: Any) -> int:
@@ -41,71 +42,91 @@ def write_local(
     stream: IO[bytes],
     *,
     overwrite: bool,
-    expected_md5: str | None = None,
+    check: Callable[[Digest], None] | None = None,
 ) -> Digest:
-    """Write to a temporary name in the destination folder, verify, then move it into place:
-    never a half-written file under the final name, never a clobbered one without overwrite."""
-    path = endpoint.local_path(name)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".storage-migrate-", suffix=".partial")
+    """Write to a temporary name in the destination folder, verify (``check`` raises when the
+    bytes written are not proven), then move it into place: never a half-written or unproven
+    file under the final name, never a clobbered one without overwrite."""
+    # Everything happens through a descriptor of the destination folder, checked once opened
+    # (inside the root): a folder swapped for a symlink meanwhile changes nothing.
+    dfd, base = endpoint.open_folder_checked(name, create=True)
     try:
-        md5 = new_md5()
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            for chunk in iter(lambda: stream.read(CHUNK), b""):
-                md5.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        digest = Digest(size=size, md5=md5.hexdigest())
-        if expected_md5 and digest.md5 != expected_md5:
-            raise VerificationFailed(f"read MD5 {digest.md5}, but the source says {expected_md5}")
-        if os.path.getsize(tmp) != size:
-            raise VerificationFailed("written file has the wrong size")
-        os.chmod(tmp, _file_mode(endpoint.storage))
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _move_no_clobber(tmp, path)
-        return digest
+        for _attempt in range(100):  # mkstemp's way, in that folder
+            tmp = f".storage-migrate-{os.urandom(6).hex()}.partial"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dfd)
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 100 random names taken
+            raise FileExistsError("no free temporary name in the destination folder")
+        try:
+            md5 = new_md5()
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter(lambda: stream.read(CHUNK), b""):
+                    md5.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+                written = os.fstat(out.fileno()).st_size
+                os.fchmod(out.fileno(), _file_mode(endpoint.storage))
+            digest = Digest(size=size, md5=md5.hexdigest())
+            if check is not None:
+                check(digest)
+            if written != size:
+                raise VerificationFailed("written file has the wrong size")
+            if overwrite:
+                os.replace(tmp, base, src_dir_fd=dfd, dst_dir_fd=dfd)
+            else:
+                _move_no_clobber(tmp, base, dfd)
+            return digest
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dfd)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.close(dfd)
 
 
-def _move_no_clobber(tmp: str, path: str) -> None:
-    """Move a file into place unless the name is taken: a hard link is atomic and fails on a
-    taken name; where the filesystem has no hard links, check, then rename."""
+def _move_no_clobber(tmp: str, name: str, dfd: int) -> None:
+    """Move a file into place in the folder ``dfd`` unless the name is taken: a hard link is
+    atomic and fails on a taken name; where the filesystem has no hard links, check, then
+    rename."""
     try:
-        os.link(tmp, path)
+        os.link(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
     except FileExistsError:
         raise Conflict("destination file appeared during the copy") from None
     except OSError:
-        if os.path.lexists(path):
-            raise Conflict("destination file appeared during the copy") from None
-        os.rename(tmp, path)
-        return
-    os.unlink(tmp)
+        try:
+            os.lstat(name, dir_fd=dfd)
+        except FileNotFoundError:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            return
+        raise Conflict("destination file appeared during the copy") from None
+    os.unlink(tmp, dir_fd=dfd)
 
 
 class _HashingReader:
-    """Hashes what is read through it."""
+    """Hashes what is read through it (also in another object's part layout, if given)."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], layout: int | None = None) -> None:
         self.stream = stream
         self.md5 = new_md5()
         self.size = 0
+        self.parts = _Parts(layout) if layout else None
 
     def read(self, size: int = -1) -> bytes:
         chunk = self.stream.read(size if size is not None and size >= 0 else CHUNK)
         self.md5.update(chunk)
         self.size += len(chunk)
+        if self.parts is not None:
+            self.parts.feed(chunk)
         return chunk
 
     def digest(self) -> Digest:
-        return Digest(size=self.size, md5=self.md5.hexdigest())
+        layout = _etag_of(self.parts.done()) if self.parts is not None else None
+        return Digest(size=self.size, md5=self.md5.hexdigest(), layout_etag=layout)
 
 
 def write_generic(endpoint: Endpoint, name: str, stream: IO[bytes], *, overwrite: bool) -> Digest:
@@ -149,15 +170,16 @@ def start_copy_file(
     overwrite: bool,
     existed: bool,
     source_info: ObjectInfo | None = None,
+    stored_md5: str | None = None,
 ) -> Callable[[], Copied]:
     """Start copying one file: to S3, the source is read and hashed and the write started now;
     the returned callable waits for the write, verifies it and returns the copy (or raises a
     RowError). To any other storage, the whole copy happens in the callable."""
     if not isinstance(dst, S3Endpoint):
         return lambda: _copy_to_storage(
-            src, dst, name, overwrite=overwrite, source_info=source_info
+            src, dst, name, overwrite=overwrite, source_info=source_info, stored_md5=stored_md5
         )
-    source = load_source(src, name, source_info.size if source_info else None, conf)
+    source = load_source(src, name, source_info.size if source_info else None, conf, stored_md5)
     try:
         _check_source(source.digest, source_info)
         waiting = start_write_s3(dst, name, source, content_type, conf, existed=existed)
@@ -182,6 +204,7 @@ def _copy_to_storage(
     *,
     overwrite: bool,
     source_info: ObjectInfo | None,
+    stored_md5: str | None,
 ) -> Copied:
     try:
         stream, opened = src.open_info(name)
@@ -189,10 +212,21 @@ def _copy_to_storage(
         raise SourceMissing("source file does not exist") from None
     source_info = opened or source_info
     with stream:
+        # A download is proven to be the object's bytes before anything takes it for a copy.
+        reader = _HashingReader(stream, source_layout(src, name, opened))
+
+        def check(written: Digest) -> None:
+            read = reader.digest()
+            if (read.size, read.md5) != (written.size, written.md5):
+                raise VerificationFailed("the bytes written are not the bytes read")
+            prove_download(opened, read, read.layout_etag, stored_md5)
+
         if isinstance(dst, LocalEndpoint):
-            expected = source_info.md5 if source_info else None
-            digest = write_local(dst, name, stream, overwrite=overwrite, expected_md5=expected)
+            digest = write_local(
+                dst, name, cast(IO[bytes], reader), overwrite=overwrite, check=check
+            )
         else:
-            digest = write_generic(dst, name, stream, overwrite=overwrite)
+            digest = write_generic(dst, name, cast(IO[bytes], reader), overwrite=overwrite)
+            check(digest)
     _check_source(digest, source_info)
     return Copied(digest, ObjectInfo(size=digest.size, md5=digest.md5))

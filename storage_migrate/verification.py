@@ -10,15 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
-from django.db import connection, transaction
+from django.db import Error, connection, transaction
+from django.db.models import QuerySet
 
 from .conf import Conf, get_conf
 from .endpoints import Endpoint, ObjectInfo, alias_of, endpoint_for, endpoint_for_storage
-from .errors import ConfigurationError
+from .errors import ConfigurationError, RowError, UnsafeName
 from .hashing import digest_stream
 from .joins import BYTE_ORDER, joined_rows
 from .names import unsafe_reason
@@ -39,12 +40,16 @@ from .report import (
     now,
 )
 from .rows import UNKNOWN, Planned, Row, _Unknown, log, row_columns, rows_by_pk, with_files
-from .targets import Target, resolve_targets
+from .targets import Target, resolve_targets, unfit
 
 LEVELS = ("exists", "size", "checksum", "deep")
 # Below this many rows in a selection, one HEAD per row is cheaper than listing the storage.
 JOIN_MIN_ROWS = 1000
 COMMIT_ROWS = 500
+# What writing one row's columns can raise: the database's refusals (DataError, IntegrityError,
+# any DatabaseError; InterfaceError for a lost connection), and a driver's or a field's refusal
+# of a value (ValueError, OverflowError).
+WRITE_ERRORS = (Error, ValueError, OverflowError)
 
 
 @dataclass
@@ -179,7 +184,9 @@ class Verification:
         its MD5), so the check is a comparison, done here rather than on a worker."""
         if isinstance(planned, _Unknown) or self.level == "deep":
             return False
-        return planned is None or self.level in ("exists", "size") or bool(planned.etag_md5)
+        # --fix-metadata may have to prove, at any level, that the object is the row's file.
+        shallow = self.level in ("exists", "size") and not self.fix_metadata
+        return planned is None or shallow or bool(planned.etag_md5)
 
     def _unsafe(self, row: Row, endpoint: Endpoint) -> str | None:
         reason = unsafe_reason(row.name)
@@ -188,6 +195,8 @@ class Verification:
         try:
             reason = unsafe_reason(row.name, endpoint.key(row.name))
             endpoint.local_path(row.name)
+        except UnsafeName as exc:
+            return str(exc)
         except (SuspiciousOperation, ValueError) as exc:
             return f"name leaves the storage's root ({exc.__class__.__name__})"
         return reason
@@ -198,94 +207,191 @@ class Verification:
         try:
             info = endpoint.stat(row.name) if isinstance(planned, _Unknown) else planned
             return self._judge(endpoint, row, info)
+        except RowError as exc:  # a name found unsafe only when opened (a FIFO, a folder)
+            return CheckResult(row, exc.kind, row.problem(exc.kind, str(exc)))
         except Exception as exc:  # a row's failure never stops the run
             problem = row.problem(ERROR, f"{exc.__class__.__name__}: {exc}")
             return CheckResult(row, ERROR, problem)
 
     def _judge(self, endpoint: Endpoint, row: Row, info: ObjectInfo | None) -> CheckResult:
-        """The first check that fails names the outcome: missing, size, checksum, metadata."""
+        """The first check that fails names the outcome: missing, size, checksum, metadata.
+        Every value judged (and written) is from one response: where the object is read or
+        HEADed after a listing, that later response's alone."""
         if info is None:
             return CheckResult(row, MISSING, row.problem(MISSING, "file does not exist"))
         result = CheckResult(row, OK)
-        meta, columns = row.meta, row.target.columns
+        meta = row.meta
         stored_size = meta.get("file_size")
         stored_md5 = str(meta.get("checksum") or "").lower()
         actual_md5: str | None = None
         if self.level == "deep":
-            stream, opened = endpoint.open_info(row.name)
-            with stream:
-                digest = digest_stream(stream)  # type: ignore[arg-type]
+            info, actual_md5 = self._read(endpoint, row.name, info)
             result.downloaded = True
-            info = opened or info
-            info.size, actual_md5 = digest.size, digest.md5
+        elif self._needs_md5(endpoint, row, info, stored_md5):
+            info, actual_md5, result.downloaded = self._md5(endpoint, row.name, info, stored_md5)
         size_ok = self.level == "exists" or stored_size is None or stored_size == info.size
-        if "file_size" in columns and stored_size != info.size:
-            result.updates["file_size"] = info.size
         if not size_ok:
             detail = "stored size disagrees with the file"
             self._fail(result, SIZE_MISMATCH, detail, expected=stored_size, actual=info.size)
-        wants_md5 = self.level in ("checksum", "deep") and (stored_md5 or self.fix_metadata)
-        if result.outcome == OK and wants_md5 and actual_md5 is None:
-            actual_md5, result.downloaded = self._md5(endpoint, row.name, info, stored_md5)
         if self.level in ("checksum", "deep"):
             if not stored_md5:
                 result.unchecked = True
-                if actual_md5 and "checksum" in columns:
-                    result.updates["checksum"] = actual_md5  # filled only where empty
             elif result.outcome == OK and actual_md5 != stored_md5:
                 detail = "file bytes do not match the stored checksum"
                 self._fail(
                     result, CHECKSUM_MISMATCH, detail, expected=stored_md5, actual=actual_md5
                 )
-        self._check_metadata(endpoint, row, info, result)
+        observed = self._observed(endpoint, row, info, actual_md5)
+        wrong: list[str] = [
+            role
+            for role in ("bucket", "object_key", "content_type")
+            if role in observed
+            and meta.get(role) != observed[role]
+            and (role != "content_type" or meta.get(role))  # a blank type is filled, not wrong
+        ]
+        if wrong and result.outcome == OK:
+            detail = "; ".join(
+                f"{role} is {meta.get(role)!r}, the storage says {observed[role]!r}"
+                for role in wrong
+            )
+            self._fail(result, METADATA_MISMATCH, detail)
+        if self.fix_metadata:
+            self._plan_updates(result, observed, wrong, stored_md5, actual_md5)
         if result.outcome == OK and result.unchecked and self.strict:
             detail = "no stored checksum to compare the file with"
             self._fail(result, UNVERIFIABLE, detail)
         return result
 
+    def _needs_md5(self, endpoint: Endpoint, row: Row, info: ObjectInfo, stored_md5: str) -> bool:
+        """At level checksum, a file whose size is right is compared (or its checksum filled).
+        --fix-metadata writes to a row with a stored checksum only what the object's MD5
+        proves to be the row's file, so it learns that MD5 wherever it would write."""
+        stored_size = row.meta.get("file_size")
+        size_ok = stored_size is None or stored_size == info.size
+        if self.level == "checksum" and (stored_md5 or self.fix_metadata) and size_ok:
+            return True
+        if not (self.fix_metadata and stored_md5):
+            return False
+        observed = self._observed(endpoint, row, info, None)
+        return any(row.meta.get(role) != value for role, value in observed.items())
+
     def _md5(
         self, endpoint: Endpoint, name: str, info: ObjectInfo, stored: str
-    ) -> tuple[str, bool]:
+    ) -> tuple[ObjectInfo, str, bool]:
         """The object's MD5 without reading it where the storage can prove it; else read it.
         A listing's ETag is taken at once only when it agrees with the stored checksum; else a
-        HEAD says whether it is an MD5 at all (a bucket's default KMS encryption)."""
+        HEAD says whether it is an MD5 at all (a bucket's default KMS encryption). Returns the
+        response the MD5 is from (the HEAD's or the read's, once there was one: the object may
+        have been replaced since the listing), the MD5, and whether the object was read."""
         if info.etag_md5 and (info.headed or info.etag_md5 == stored):
-            return info.etag_md5, False
+            return info, info.etag_md5, False
         headed = endpoint.head(name, info)
         if headed.md5:
-            if headed is not info:
-                info.content_type, info.headed = headed.content_type, True
-            return headed.md5, False
-        return endpoint.hash(name).md5, True
+            return headed, headed.md5, False
+        if headed.meta_md5 and stored and self.level == "checksum" and not self.fix_metadata:
+            # A hint (our md5 metadata, beside the ETag it was written with), which saves a
+            # download at this level; never what --fix-metadata writes by (--level deep reads).
+            return headed, headed.meta_md5, False
+        read, md5 = self._read(endpoint, name, headed)
+        return read, md5, True
 
-    def _check_metadata(
-        self, endpoint: Endpoint, row: Row, info: ObjectInfo, result: CheckResult
-    ) -> None:
-        meta, columns = row.meta, row.target.columns
-        wanted: dict[str, Any] = {"bucket": endpoint.bucket, "object_key": endpoint.key(row.name)}
+    def _read(self, endpoint: Endpoint, name: str, info: ObjectInfo) -> tuple[ObjectInfo, str]:
+        """Read and hash the object: what the read's own response says of it (its size the
+        bytes counted), and their MD5."""
+        stream, opened = endpoint.open_info(name)
+        with stream:
+            digest = digest_stream(stream)  # type: ignore[arg-type]
+        return replace(opened or info, size=digest.size, md5=digest.md5), digest.md5
+
+    def _observed(
+        self, endpoint: Endpoint, row: Row, info: ObjectInfo, md5: str | None
+    ) -> dict[str, Any]:
+        """What the storage says of the file under the row's name, by role, for the columns
+        the row has: all from one response (``info``)."""
+        observed: dict[str, Any] = {
+            "file_size": info.size,
+            "bucket": endpoint.bucket,
+            "object_key": endpoint.key(row.name),
+        }
         if info.headed and info.content_type:
-            wanted["content_type"] = info.content_type
-        wrong = []
-        for role, value in wanted.items():
-            if role not in columns or meta.get(role) == value:
-                continue
-            if role == "content_type" and not meta.get(role):
-                result.updates[role] = value  # a blank type is filled, not a mismatch
-                continue
-            result.updates[role] = value
-            wrong.append(f"{role} is {meta.get(role)!r}, the storage says {value!r}")
-        if wrong and result.outcome == OK:
-            self._fail(result, METADATA_MISMATCH, "; ".join(wrong))
+            observed["content_type"] = info.content_type
+        if md5:
+            observed["checksum"] = md5
+        return {role: v for role, v in observed.items() if role in row.target.columns}
+
+    def _plan_updates(
+        self,
+        result: CheckResult,
+        observed: dict[str, Any],
+        wrong: list[str],
+        stored_md5: str,
+        actual_md5: str | None,
+    ) -> None:
+        """--fix-metadata: the object is the row's file when its MD5 is the row's stored
+        checksum; then every column it contradicts is corrected. Otherwise only blank columns
+        are filled, and only when the object contradicts nothing the row knows (another
+        writer's object under the row's key must not rewrite the row). A stored checksum is
+        never overwritten; a value its column cannot hold is not written."""
+        row = result.row
+        meta = row.meta
+        proven = bool(stored_md5) and actual_md5 == stored_md5
+        differs = {
+            role: value
+            for role, value in observed.items()
+            if role != "checksum" and meta.get(role) != value
+        }
+        contradicted = [role for role in differs if meta.get(role) not in (None, "")]
+        if stored_md5 and actual_md5 and actual_md5 != stored_md5:
+            contradicted.append("checksum")
+        if not proven and contradicted:
+            why = (
+                "its MD5 is not the stored checksum"
+                if stored_md5
+                else "the row has no checksum to prove it is"
+            )
+            self._say(result, f"not corrected: the object may not be the row's file ({why})")
+            return
+        if not stored_md5 and "checksum" in observed:
+            differs["checksum"] = observed["checksum"]  # filled only where it is still empty
+        refused: list[str] = []
+        for role, value in differs.items():
+            reason = unfit(row.target, role, value)
+            if reason is None:
+                result.updates[role] = value
+            elif role in contradicted or role in wrong:  # meant as a correction: say why not
+                refused.append(f"{role} not corrected: {reason}")
+            else:
+                log.debug("pk=%s: %s not filled: %s", row.pk, role, reason)
+        subject = ["file_size"] if result.outcome == SIZE_MISMATCH else wrong
+        corrected = [role for role in subject if role in result.updates]
+        if refused:
+            done = [f"{', '.join(corrected)} corrected (--fix-metadata)"] if corrected else []
+            self._say(result, "; ".join(done + refused))
+        elif corrected:
+            self._say(result, "corrected (--fix-metadata)")
+
+    def _say(self, result: CheckResult, note: str) -> None:
+        """Add what --fix-metadata did to a size or metadata mismatch's detail."""
+        if result.problem is not None and result.outcome in (SIZE_MISMATCH, METADATA_MISMATCH):
+            result.problem.detail += f"; {note}"
 
     def _fail(self, result: CheckResult, kind: str, detail: str, **extra: Any) -> None:
-        if self.fix_metadata and kind in (SIZE_MISMATCH, METADATA_MISMATCH):
-            detail += "; corrected (--fix-metadata)"
         result.outcome = kind
         result.problem = result.row.problem(kind, detail, **extra)
 
     # --- back in the calling thread -------------------------------------------------------
 
     def _finish(self, result: CheckResult) -> None:
+        """A checked row: counted now, or, when it has columns to fix, once they are committed
+        (writing them may fail, and then that failure is the row's outcome)."""
+        if self.fix_metadata and result.updates:
+            self._pending.append(result)
+            if len(self._pending) >= COMMIT_ROWS:
+                self._commit()
+            return
+        self._record(result)
+
+    def _record(self, result: CheckResult) -> None:
         detail = result.problem.detail if result.problem else ""
         log.debug(
             "%s %s pk=%s %r %s",
@@ -304,31 +410,82 @@ class Verification:
             report.problems.append(result.problem)
         else:
             report.add_ok(row.target.label, row.target.field_name, row.pk, row.name)
-        if self.fix_metadata and result.updates:
-            self._pending.append(result)
-            if len(self._pending) >= COMMIT_ROWS:
-                self._commit()
         if self.on_row is not None:
             self.on_row(result)
 
     def _commit(self) -> None:
-        """--fix-metadata: the columns the storage contradicts, in one short transaction, with
-        QuerySet.update() (no model signals); never a stored checksum."""
+        """--fix-metadata: the pending rows' columns in one short transaction, with
+        QuerySet.update() (no model signals); never a stored checksum. When the database
+        refuses the batch, each row is written in its own savepoint, and a row it refuses is
+        that row's error: the others are written."""
         pending, self._pending = self._pending, []
-        with transaction.atomic():
+        if not pending:
+            return
+        try:
+            with transaction.atomic():
+                changed = [self._write(result) for result in pending]
+        except WRITE_ERRORS as exc:
+            log.debug("the batch's metadata was refused (%s): row by row", exc)
+            changed = []
             for result in pending:
-                row = result.row
-                columns = row.target.columns
-                same_row = row.target.model._base_manager.filter(
-                    pk=row.pk, **{str(row.target.field.attname): row.name}
-                )
-                updates = {columns[r]: v for r, v in result.updates.items() if r != "checksum"}
-                changed = same_row.update(**updates) if updates else 0
-                if "checksum" in result.updates:  # filled only where it is still empty
-                    changed |= same_row.filter(**{columns["checksum"]: ""}).update(
-                        **{columns["checksum"]: result.updates["checksum"]}
-                    )
-                self.report.fixed += changed
+                try:
+                    with transaction.atomic():
+                        changed.append(self._write(result))
+                except WRITE_ERRORS as row_exc:
+                    self._refused(result, row_exc)
+                    changed.append(0)
+        for result, count in zip(pending, changed, strict=True):
+            self.report.fixed += count
+            self._record(result)
+
+    def _statements(self, result: CheckResult) -> list[tuple[QuerySet[Any], dict[str, Any]]]:
+        """The updates that fix one row: its contradicted or blank columns, and, apart, an empty
+        checksum (filled only where it is still empty)."""
+        row = result.row
+        columns = row.target.columns
+        same_row = row.target.model._base_manager.filter(
+            pk=row.pk, **{str(row.target.field.attname): row.name}
+        )
+        updates = {columns[r]: v for r, v in result.updates.items() if r != "checksum"}
+        statements = [(same_row, updates)] if updates else []
+        if "checksum" in result.updates:
+            checksum = columns["checksum"]
+            filled = {checksum: result.updates["checksum"]}
+            statements.append((same_row.filter(**{checksum: ""}), filled))
+        return statements
+
+    def _write(self, result: CheckResult) -> int:
+        changed = 0
+        for queryset, values in self._statements(result):
+            changed |= queryset.update(**values)
+        return changed
+
+    def _refused(self, result: CheckResult, exc: BaseException) -> None:
+        """The database refused the row's columns: nothing of it was written, and that is its
+        outcome (what the check found is kept in the detail)."""
+        columns = [
+            (queryset, column, value)
+            for queryset, values in self._statements(result)
+            for column, value in values.items()
+        ]
+        failing = []
+        for queryset, column, value in columns:  # each alone, undone: which one is refused?
+            try:
+                with transaction.atomic():
+                    queryset.update(**{column: value})
+                    transaction.set_rollback(True)
+            except WRITE_ERRORS:
+                failing.append(column)
+        named = len(failing) < len(columns) or len(columns) == 1
+        what = ", ".join(failing) if failing and named else "the row's metadata columns"
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        detail = f"--fix-metadata could not write {what}: {exc.__class__.__name__}: {message}"
+        found = result.problem
+        if found is not None:
+            detail += f" (the check found {found.kind})"
+        extra = {"expected": found.expected, "actual": found.actual} if found else {}
+        result.outcome = ERROR
+        result.problem = result.row.problem(ERROR, detail, **extra)
 
 
 def verify_files(

@@ -30,12 +30,27 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connectio
 class FaultyProxy(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, upstream: str, rate: float, seed: int, check_md5: bool = False) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        rate: float,
+        seed: int,
+        check_md5: bool = False,
+        conditional: str = "honour",
+        flip_gets: bool = False,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         split = urlsplit(upstream)
         self.upstream = (split.hostname or "127.0.0.1", split.port or 80)
         self.rate = rate
         self.check_md5 = check_md5
+        # "honour" passes If-None-Match on; "refuse" answers it with 501 NotImplemented, as
+        # stores without conditional writes do; "ignore" drops it, as stores that accept and
+        # ignore it do.
+        self.conditional = conditional
+        # Flip one bit in the body of every object download (a bad middlebox on plain http).
+        self.flip_gets = flip_gets
+        self.flipped = 0
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
@@ -70,6 +85,17 @@ class _Handler(BaseHTTPRequestHandler):
         if refusal:
             self._error(400, *refusal)
             return
+        conditional = self.headers.get("If-None-Match")
+        if conditional and self.command in ("PUT", "POST"):
+            if self.server.conditional == "refuse":
+                self._error(
+                    501,
+                    "NotImplemented",
+                    "A header you provided implies functionality that is not implemented.",
+                )
+                return
+            if self.server.conditional == "ignore":
+                del self.headers["If-None-Match"]
         fault = self.server.draw()
         if fault == "drop":
             self._drop()
@@ -88,6 +114,11 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "lost_answer":  # the server acted; the client never hears of it
             self._drop()
             return
+        if self._is_download(response.status) and data:
+            middle = len(data) // 2
+            data = data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :]
+            with self.server.lock:
+                self.server.flipped += 1
         self.send_response(response.status, response.reason)
         for key, value in response.getheaders():
             if key.lower() not in _HOP_BY_HOP and key.lower() != "content-length":
@@ -98,6 +129,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+    def _is_download(self, status: int) -> bool:
+        """A GET of an object's bytes (not a listing: those have a query and no key)."""
+        if not self.server.flip_gets or self.command != "GET" or status not in (200, 206):
+            return False
+        path, _, query = self.path.partition("?")
+        return (
+            path.strip("/").count("/") >= 1 and "list-type" not in query and "uploads" not in query
+        )
 
     def _bad_digest(self, body: bytes) -> tuple[str, str] | None:
         """S3's answer to a PUT whose Content-MD5 is malformed or does not match its body."""
@@ -135,10 +175,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 @contextmanager
 def faulty_proxy(
-    upstream: str, rate: float, seed: int = 7, *, check_md5: bool = False
+    upstream: str,
+    rate: float,
+    seed: int = 7,
+    *,
+    check_md5: bool = False,
+    conditional: str = "honour",
+    flip_gets: bool = False,
 ) -> Iterator[FaultyProxy]:
     """Run the proxy in a thread for the duration of the block."""
-    proxy = FaultyProxy(upstream, rate, seed, check_md5)
+    proxy = FaultyProxy(upstream, rate, seed, check_md5, conditional, flip_gets)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:

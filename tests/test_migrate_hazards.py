@@ -392,18 +392,16 @@ def test_a_retried_write_that_finds_its_own_object_is_a_success(
 def test_an_unreadable_source_is_an_error_not_missing(
     s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate import sources
-
     locked = make("locked.txt", b"no read permission")
     fine = make("fine.txt", b"readable")
-    real_open = open
+    real_open = os.open
 
     def guarded_open(path: Any, *args: Any, **kwargs: Any) -> Any:
         if str(path).endswith(locked.file.name):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(sources, "open", guarded_open, raising=False)
+    monkeypatch.setattr(os, "open", guarded_open)  # sources are opened with os.open
 
     report = migrate_storage(to="s3")
 

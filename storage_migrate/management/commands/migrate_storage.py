@@ -115,7 +115,9 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
 
         if report_path is not None:
             try:
-                report_path.write_text(report.to_json() + "\n", encoding="utf-8")
+                with report_path.open("w", encoding="utf-8") as out:  # streamed, not built
+                    report.write_json(out)
+                    out.write("\n")
             except OSError as exc:
                 self.render(report, options["format"], verbosity)
                 raise CommandError(

@@ -122,7 +122,8 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         else:
             self.stdout.write(rendered)
         if report.exit_code:
-            failing = sum(1 for p in report.problems if p.kind in report.fail_on)
+            counts = report.problems.counts()
+            failing = sum(counts[kind] for kind in report.fail_on)
             raise CommandError(
                 f"{failing} problem(s) of a --fail-on kind.", returncode=EXIT_PROBLEMS
             )

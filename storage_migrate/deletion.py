@@ -1,0 +1,171 @@
+"""Deleting sources (--delete-source), only once the whole run is over.
+
+A source is deleted only when every row of the walked tables that refers to it was committed clean
+in this run (rows that share it through a symlink, a second spelling or a later batch included),
+the source is unchanged since it was read, and the destination, checked again right before the
+delete, still holds the very object that was verified and is not the source itself. The rows
+waiting for their delete are kept in a temporary SQLite file, not in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .endpoints import Endpoint, ObjectInfo
+from .places import same_object
+from .report import ERROR, Problem
+from .rows import RowResult
+from .targets import Target
+
+CHUNK = 500
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def destination_proof(dst: Endpoint, name: str, info: ObjectInfo | None) -> list[Any] | None:
+    """What must still hold at the destination when the source is deleted: the verified object's
+    size and ETag on S3, the file's status elsewhere."""
+    if dst.kind == "s3":
+        return None if info is None or not info.etag else [info.size, info.etag]
+    fingerprint = dst.fingerprint(name)
+    return None if fingerprint is None else list(fingerprint)
+
+
+def _current_proof(dst: Endpoint, name: str) -> list[Any] | None:
+    if dst.kind == "s3":
+        info = dst.stat(name)
+        return None if info is None else [info.size, info.etag]
+    fingerprint = dst.fingerprint(name)
+    return None if fingerprint is None else list(fingerprint)
+
+
+class DeletionLedger:
+    """The rows whose sources may be deleted at the end of the run, and the sources that a row
+    with a problem refers to (never deleted)."""
+
+    def __init__(self) -> None:
+        self.db = sqlite3.connect("")  # a private temporary file: memory stays flat in rows
+        self.db.executescript(
+            "CREATE TABLE cand (ident TEXT, label TEXT, field TEXT, pk TEXT, name TEXT,"
+            " fingerprint TEXT, proof TEXT);"
+            "CREATE TABLE taint (ident TEXT PRIMARY KEY);"
+            "CREATE INDEX cand_name ON cand (label, field, name);"
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def taint(self, ident: tuple[Any, ...]) -> None:
+        self.db.execute("INSERT OR IGNORE INTO taint VALUES (?)", (_dump(ident),))
+
+    def add(self, result: RowResult, ident: tuple[Any, ...], proof: list[Any] | None) -> None:
+        row = result.row
+        self.db.execute(
+            "INSERT INTO cand VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                _dump(ident),
+                row.target.label,
+                row.target.field_name,
+                _dump(row.pk),
+                row.name,
+                _dump(result.fingerprint),
+                _dump(proof),
+            ),
+        )
+
+    def _block_shared(self, targets: list[Target]) -> None:
+        """Taint every source that a row of the walked tables refers to and that was not
+        committed clean in this run (a row beyond --limit, created during the run, or with a
+        problem in another batch)."""
+        for target in targets:
+            label, field = target.label, target.field_name
+            names = [
+                n
+                for (n,) in self.db.execute(
+                    "SELECT DISTINCT name FROM cand WHERE label = ? AND field = ?", (label, field)
+                )
+            ]
+            attname = str(target.field.attname)
+            manager = target.model._base_manager
+            for start in range(0, len(names), CHUNK):
+                chunk = names[start : start + CHUNK]
+                referring: dict[str, int] = {}
+                for name in manager.filter(**{f"{attname}__in": chunk}).values_list(
+                    attname, flat=True
+                ):
+                    referring[str(name)] = referring.get(str(name), 0) + 1
+                marks = ",".join("?" * len(chunk))
+                clean = dict(
+                    self.db.execute(
+                        f"SELECT name, COUNT(DISTINCT pk) FROM cand WHERE label = ? AND field = ?"
+                        f" AND name IN ({marks}) GROUP BY name",
+                        (label, field, *chunk),
+                    ).fetchall()
+                )
+                for name in chunk:
+                    if referring.get(name, 0) > clean.get(name, 0):
+                        self.db.execute(
+                            "INSERT OR IGNORE INTO taint SELECT ident FROM cand"
+                            " WHERE label = ? AND field = ? AND name = ?",
+                            (label, field, name),
+                        )
+
+    def _deletable(self) -> Iterator[tuple[str, str, Any, str, Any, Any]]:
+        """One row per source name whose every referring row is clean."""
+        query = (
+            "SELECT label, field, pk, name, fingerprint, proof FROM cand"
+            " WHERE ident NOT IN (SELECT ident FROM taint) GROUP BY name ORDER BY name"
+        )
+        for label, field, pk, name, fingerprint, proof in self.db.execute(query):
+            yield label, field, json.loads(pk), name, json.loads(fingerprint), json.loads(proof)
+
+    def delete_sources(
+        self,
+        src: Endpoint,
+        dst: Endpoint,
+        targets: list[Target],
+        on_problem: Callable[[Problem], None],
+    ) -> int:
+        """Delete what may be deleted; every refusal is a problem of the row. Returns how many
+        sources were deleted."""
+        self._block_shared(targets)
+        deleted = 0
+        for label, field, pk, name, fingerprint, proof in list(self._deletable()):
+            refusal = None
+            try:
+                refusal = self._refusal(src, dst, name, fingerprint, proof)
+                if refusal is None:
+                    src.delete(name)
+                    deleted += 1
+            except Exception as exc:
+                refusal = f"copied and committed, but the source could not be deleted: {exc}"
+            if refusal and refusal is not _GONE:
+                on_problem(Problem(ERROR, label, field, pk, name, refusal))
+        return deleted
+
+    @staticmethod
+    def _refusal(
+        src: Endpoint, dst: Endpoint, name: str, fingerprint: Any, proof: Any
+    ) -> str | None:
+        """Why this source must not be deleted now, or None."""
+        current = src.fingerprint(name)
+        if current is None:
+            return _GONE  # already gone (an earlier run, or a row sharing the file)
+        if fingerprint is None or list(current) != list(fingerprint):
+            return "source changed after it was copied; it was not deleted (run again)"
+        if proof is None or _current_proof(dst, name) != proof:
+            return (
+                "the destination no longer holds the verified copy; the source was not deleted "
+                "(run again)"
+            )
+        if same_object(src, dst, name):
+            return "the destination object is the source itself; it was not deleted"
+        return None
+
+
+_GONE = "gone"

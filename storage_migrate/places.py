@@ -1,0 +1,150 @@
+"""Where a storage physically keeps its files, however its alias is spelled: two aliases can be one
+place (``default`` is ``local`` while the switch is off; one bucket and prefix under two names; a
+symlinked folder), and an endpoint URL can carry credentials that no message may show."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from .endpoints import Endpoint
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def strip_userinfo(url: str | None) -> str | None:
+    """The URL without ``user:password@`` (never sent, never shown)."""
+    if not url or "@" not in url:
+        return url
+    try:
+        split = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in split.netloc:
+        return url
+    host = split.netloc.rsplit("@", 1)[1]
+    return urlunsplit((split.scheme, host, split.path, split.query, split.fragment))
+
+
+def redact(text: str, url: str | None) -> str:
+    """``text`` with the userinfo of ``url`` masked wherever it appears."""
+    if not url or "@" not in url:
+        return text
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return text
+    if "@" not in netloc:
+        return text
+    userinfo = netloc.rsplit("@", 1)[0]
+    return text.replace(userinfo + "@", "***@")
+
+
+def _endpoint_address(url: str | None) -> str:
+    """One spelling of an S3 endpoint: AWS itself ("aws"), or scheme, host and port."""
+    if not url:
+        return "aws"
+    try:
+        split = urlsplit(strip_userinfo(url) or "")
+        host = (split.hostname or "").lower().rstrip(".")
+        port = split.port or _DEFAULT_PORTS.get(split.scheme.lower())
+    except ValueError:
+        return url.lower()
+    if host == "amazonaws.com" or host.endswith(".amazonaws.com"):
+        return "aws"  # bucket names are global there: the region does not make another place
+    return f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Place:
+    """A storage's root: ``kind`` and the parts that name it, outermost first; the last part is a
+    path (local disk) or a key prefix (S3) that another place can lie inside."""
+
+    kind: str
+    parts: tuple[Any, ...]
+    path: str
+
+    def contains(self, other: Place) -> bool:
+        if (self.kind, self.parts) != (other.kind, other.parts):
+            return False
+        if self.kind == "local":
+            return other.path == self.path or other.path.startswith(
+                self.path.rstrip(os.sep) + os.sep
+            )
+        if self.kind == "s3":
+            return other.path.startswith(self.path)
+        return other.path == self.path
+
+    def __str__(self) -> str:
+        if self.kind == "local":
+            return self.path
+        if self.kind == "s3":
+            endpoint, bucket = self.parts
+            where = "" if endpoint == "aws" else f" at {endpoint}"
+            return f"s3://{bucket}/{self.path}{where}"
+        return f"{self.parts[0]} {self.path}"
+
+
+def place_of(endpoint: Endpoint) -> Place:
+    """Where the endpoint's storage keeps its files."""
+    storage: Any = endpoint.storage
+    if endpoint.kind == "local":
+        return Place("local", (), os.path.realpath(str(storage.location)))
+    if endpoint.kind == "s3":
+        address = _endpoint_address(getattr(storage, "endpoint_url", None))
+        prefix = str(getattr(endpoint, "key_prefix", ""))
+        return Place("s3", (address, endpoint.bucket), prefix)
+    cls = type(storage)
+    options = {
+        k: v for k, v in sorted(vars(storage).items()) if not k.startswith("_") and _plain(v)
+    }
+    return Place("storage", (f"{cls.__module__}.{cls.__qualname__}",), repr(options))
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | type(None) | tuple | list | dict)
+
+
+def overlap(source: Endpoint, destination: Endpoint) -> str | None:
+    """Why a move between these two endpoints would move files onto themselves, or None."""
+    a, b = place_of(source), place_of(destination)
+    if a.contains(b) and b.contains(a):
+        return f"Storages {source.alias!r} and {destination.alias!r} are one place ({a})"
+    if a.contains(b) or b.contains(a):
+        outer, inner = (source, destination) if a.contains(b) else (destination, source)
+        return (
+            f"Storage {inner.alias!r} ({place_of(inner)}) lies inside storage {outer.alias!r} "
+            f"({place_of(outer)})"
+        )
+    return None
+
+
+def identity(endpoint: Endpoint, name: str) -> tuple[Any, ...]:
+    """What tells one stored file from another (rows that share a source share this): the
+    device and inode on local disk (a symlink and its target, ``a//b`` and ``a/b``), the key in
+    its bucket on S3 (``a\\b`` and ``a/b``)."""
+    if endpoint.kind == "local":
+        try:
+            st = os.stat(endpoint.local_path(name) or "")
+        except (OSError, ValueError):
+            return ("name", endpoint.alias, name)
+        return ("inode", st.st_dev, st.st_ino)
+    if endpoint.kind == "s3":
+        place = place_of(endpoint)
+        return ("s3", *place.parts, endpoint.key(name))
+    return ("name", endpoint.alias, name)
+
+
+def same_object(source: Endpoint, destination: Endpoint, name: str) -> bool:
+    """Is the destination's object under this name the source's own file?"""
+    if source.kind != destination.kind:
+        return False
+    if source.kind == "local":
+        a, b = identity(source, name), identity(destination, name)
+        return a[0] == "inode" and a == b
+    if source.kind == "s3":
+        return identity(source, name) == identity(destination, name)
+    return place_of(source) == place_of(destination)

@@ -1,0 +1,104 @@
+"""What proves that two stored objects hold the same bytes, and what proves a download.
+
+Proof is something a third party cannot write: an ETag that is the MD5; a multipart ETag
+recomputed from bytes we read ourselves with the object's part layout; the digest of bytes we
+read. The md5 metadata this tool writes is a hint only, never a proof (DESIGN section 1).
+"""
+
+from __future__ import annotations
+
+from .endpoints import Endpoint, ObjectInfo
+from .errors import Unverifiable, VerificationFailed
+from .hashing import Digest
+
+
+def _etag_md5(endpoint: Endpoint, name: str, info: ObjectInfo) -> tuple[ObjectInfo, str | None]:
+    """The MD5 the object's ETag proves, asking with a HEAD when a listing gave none (a listing
+    cannot tell a KMS ETag from an MD5, nor does it say whether the object is encrypted)."""
+    if info.etag_md5 or info.headed or endpoint.kind != "s3":
+        return info, info.etag_md5
+    headed = endpoint.head(name, info)
+    return headed, headed.etag_md5
+
+
+def same_bytes(
+    a: Endpoint, a_name: str, a_info: ObjectInfo, b: Endpoint, b_name: str, b_info: ObjectInfo
+) -> str | None:
+    """The MD5 of the bytes both objects hold, when it is proven that they hold the same bytes;
+    None when they differ. Reads an object only where no ETag proves it."""
+    if a_info.size != b_info.size:
+        return None
+    a_info, a_md5 = _etag_md5(a, a_name, a_info)
+    b_info, b_md5 = _etag_md5(b, b_name, b_info)
+    if a_md5 and b_md5:
+        if a_md5 == b_md5:
+            return a_md5
+        # A listing's ETag can mislead (a bucket's default KMS encryption): ask again.
+        a_info, a_md5 = _etag_md5(a, a_name, a.head(a_name, a_info))
+        b_info, b_md5 = _etag_md5(b, b_name, b.head(b_name, b_info))
+        if a_md5 and b_md5:
+            return a_md5 if a_md5 == b_md5 else None
+    if b_md5 and not a_md5:  # make `a` the side an ETag proves, if either
+        a, a_name, a_info, a_md5, b, b_name, b_info, b_md5 = (
+            b, b_name, b_info, b_md5, a, a_name, a_info, a_md5,
+        )  # fmt: skip
+    if a_md5:
+        return a_md5 if b.hash(b_name).md5 == a_md5 else None
+    for x, x_name, x_info, y, y_name in (
+        (a, a_name, a_info, b, b_name),
+        (b, b_name, b_info, a, a_name),
+    ):
+        part_size = x.part_size(x_name, x_info)
+        if part_size:
+            digest = y.hash(y_name, part_size)
+            return digest.md5 if digest.multipart_etag() == x_info.etag else None
+    first = a.hash(a_name).md5
+    return first if b.hash(b_name).md5 == first else None
+
+
+def etag_proves(endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
+    """Does the object's ETag prove it holds bytes with this MD5 (no read)?"""
+    info, etag_md5 = _etag_md5(endpoint, name, info)
+    if etag_md5 and etag_md5 != md5 and not info.headed:
+        info, etag_md5 = _etag_md5(endpoint, name, endpoint.head(name, info))
+    return etag_md5 == md5
+
+
+def holds(endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
+    """Is the object proven to hold bytes with this MD5 (its ETag, else reading it)?"""
+    info, etag_md5 = _etag_md5(endpoint, name, info)
+    if etag_md5 and etag_md5 != md5 and not info.headed:
+        info, etag_md5 = _etag_md5(endpoint, name, endpoint.head(name, info))
+    if etag_md5:
+        return etag_md5 == md5
+    return endpoint.hash(name).md5 == md5
+
+
+def prove_download(
+    info: ObjectInfo | None, digest: Digest, layout_etag: str | None, stored_md5: str | None
+) -> None:
+    """Raise unless the bytes read are proven to be the object's: its ETag is their MD5, or
+    its multipart ETag is what their parts give (``layout_etag``, hashed with the object's part
+    layout), or, with neither, they match the row's stored checksum (the database is trusted).
+    A bit flipped on the way must never be committed."""
+    if info is None:
+        return  # a storage that says nothing of its objects: the caller hashed what it wrote
+    if info.size != digest.size:
+        raise VerificationFailed(f"read {digest.size} bytes, the object has {info.size}")
+    if info.etag_md5:
+        if info.etag_md5 != digest.md5:
+            raise VerificationFailed(f"read MD5 {digest.md5}, but the ETag says {info.etag_md5}")
+        return
+    if layout_etag:
+        if layout_etag != info.etag:
+            raise VerificationFailed(
+                f"the bytes read give the multipart ETag {layout_etag}, the object has {info.etag}"
+            )
+        return
+    if stored_md5 and stored_md5 == digest.md5:
+        return
+    why = "it differs from the stored checksum" if stored_md5 else "the row has no stored checksum"
+    raise Unverifiable(
+        "the download could not be proven equal to the object (its ETag is not an MD5, its part "
+        f"layout is unknown, and {why}); nothing was written"
+    )
