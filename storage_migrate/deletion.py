@@ -27,12 +27,14 @@ def _dump(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def destination_proof(dst: Endpoint, name: str, info: ObjectInfo | None) -> list[Any] | None:
-    """What must still hold at the destination when the source is deleted: the verified object's
-    size and ETag on S3, the file's status elsewhere."""
+def destination_proof(
+    dst: Endpoint, info: ObjectInfo | None, fingerprint: tuple[Any, ...] | None
+) -> list[Any] | None:
+    """What must still hold at the destination when the source is deleted, as the worker saw it
+    when it proved the copy: the verified object's size and ETag on S3; elsewhere the status of
+    the file written (or, for a skip, taken before its bytes were read to prove them)."""
     if dst.kind == "s3":
         return None if info is None or not info.etag else [info.size, info.etag]
-    fingerprint = dst.fingerprint(name)
     return None if fingerprint is None else list(fingerprint)
 
 
@@ -79,49 +81,45 @@ class DeletionLedger:
         )
 
     def _block_shared(self, targets: list[Target]) -> None:
-        """Taint every source that a row of the walked tables refers to and that was not
-        committed clean in this run (a row beyond --limit, created during the run, or with a
-        problem in another batch)."""
-        for target in targets:
-            label, field = target.label, target.field_name
-            names = [
-                n
-                for (n,) in self.db.execute(
-                    "SELECT DISTINCT name FROM cand WHERE label = ? AND field = ?", (label, field)
-                )
-            ]
-            attname = str(target.field.attname)
-            manager = target.model._base_manager
-            for start in range(0, len(names), CHUNK):
-                chunk = names[start : start + CHUNK]
+        """Taint every source that a row of any walked table refers to by name and that was not
+        committed clean in this run (a row created during the run, or one whose problem came
+        after the file's other rows were committed). Rows sharing it under another name were
+        walked too (--delete-source walks whole tables) and tainted it by identity."""
+        names = self.db.cursor()
+        names.execute("SELECT DISTINCT name FROM cand ORDER BY name")
+        ledger = self.db.cursor()
+        while chunk := [name for (name,) in names.fetchmany(CHUNK)]:
+            marks = ",".join("?" * len(chunk))
+            blocked: set[str] = set()
+            for target in targets:
+                attname = str(target.field.attname)
                 referring: dict[str, int] = {}
-                for name in manager.filter(**{f"{attname}__in": chunk}).values_list(
-                    attname, flat=True
-                ):
+                for name in target.model._base_manager.filter(
+                    **{f"{attname}__in": chunk}
+                ).values_list(attname, flat=True):
                     referring[str(name)] = referring.get(str(name), 0) + 1
-                marks = ",".join("?" * len(chunk))
+                if not referring:
+                    continue
                 clean = dict(
-                    self.db.execute(
+                    ledger.execute(
                         f"SELECT name, COUNT(DISTINCT pk) FROM cand WHERE label = ? AND field = ?"
                         f" AND name IN ({marks}) GROUP BY name",
-                        (label, field, *chunk),
+                        (target.label, target.field_name, *chunk),
                     ).fetchall()
                 )
-                for name in chunk:
-                    if referring.get(name, 0) > clean.get(name, 0):
-                        self.db.execute(
-                            "INSERT OR IGNORE INTO taint SELECT ident FROM cand"
-                            " WHERE label = ? AND field = ? AND name = ?",
-                            (label, field, name),
-                        )
+                blocked.update(n for n, count in referring.items() if count > clean.get(n, 0))
+            for name in blocked:
+                ledger.execute(
+                    "INSERT OR IGNORE INTO taint SELECT ident FROM cand WHERE name = ?", (name,)
+                )
 
     def _deletable(self) -> Iterator[tuple[str, str, Any, str, Any, Any]]:
-        """One row per source name whose every referring row is clean."""
+        """One row per source name whose every referring row is clean, streamed."""
         query = (
             "SELECT label, field, pk, name, fingerprint, proof FROM cand"
             " WHERE ident NOT IN (SELECT ident FROM taint) GROUP BY name ORDER BY name"
         )
-        for label, field, pk, name, fingerprint, proof in self.db.execute(query):
+        for label, field, pk, name, fingerprint, proof in self.db.cursor().execute(query):
             yield label, field, json.loads(pk), name, json.loads(fingerprint), json.loads(proof)
 
     def delete_sources(
@@ -135,7 +133,7 @@ class DeletionLedger:
         sources were deleted."""
         self._block_shared(targets)
         deleted = 0
-        for label, field, pk, name, fingerprint, proof in list(self._deletable()):
+        for label, field, pk, name, fingerprint, proof in self._deletable():
             refusal = None
             try:
                 refusal = self._refusal(src, dst, name, fingerprint, proof)

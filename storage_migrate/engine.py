@@ -70,8 +70,8 @@ class S3Engine:
         self._manager: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        # As the preflight found (unknown: assumed, until a write is refused with 501).
-        self.conditional_writes = endpoint.conditional_writes is not False
+        # As the preflight found; a store that would not answer is not trusted to honour them.
+        self.conditional_writes = endpoint.conditional_writes is True
         self._no_clobber_keys: set[str] = set()
         self.native = native_put(
             endpoint.quick_client,  # not the shared one: a request is caught there
@@ -95,8 +95,13 @@ class S3Engine:
     ) -> None:
         if context is not None:
             context["storage_migrate_key"] = params.get("Key")
-        if self.conditional_writes and params.get("Key") in self._no_clobber_keys:
-            params.setdefault("IfNoneMatch", "*")
+        key = params.get("Key")
+        if key in self._no_clobber_keys:
+            # A store may honour If-None-Match on PUT (what the preflight probes) and not on
+            # completion: the name is also checked right before the parts are joined.
+            self._refuse_taken(str(key))
+            if self.conditional_writes:
+                params.setdefault("IfNoneMatch", "*")
 
     def manager(self) -> Any:
         with self._lock:
@@ -188,10 +193,11 @@ class S3Engine:
         self, key: str, source: Source, params: dict[str, Any], *, overwrite: bool
     ) -> Callable[[], str | None]:
         conditional = not overwrite and self.conditional_writes
+        if source.digest.size >= self.conf.MULTIPART_THRESHOLD:
+            # Without overwrite, checked (and conditional) at its completion.
+            return self._later(self._upload, key, source, params, not overwrite)
         if not overwrite and not conditional:
             self._refuse_taken(key)
-        if source.digest.size >= self.conf.MULTIPART_THRESHOLD:
-            return self._later(self._upload, key, source, params, conditional)
         extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
         native = self.native
         # The native engine takes what is in memory: a file it sends from its own buffers
@@ -250,12 +256,12 @@ class S3Engine:
         return normalize_etag(response.get("ETag"))
 
     def _upload(
-        self, key: str, source: Source, params: dict[str, Any], conditional: bool
+        self, key: str, source: Source, params: dict[str, Any], no_clobber: bool
     ) -> str | None:
         if source.path is None:  # pragma: no cover - large sources are always files
             raise VerificationFailed("large source is not in a file")
         self.abort_leftovers(key)
-        if conditional:
+        if no_clobber:
             self._no_clobber_keys.add(key)
         try:
             upload = self.manager().upload(

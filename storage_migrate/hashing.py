@@ -26,6 +26,8 @@ class Digest:
     md5: str
     part_md5s: list[bytes] = field(default_factory=list)
     layout_etag: str | None = None
+    # The status of the file these bytes were written to, where they were (local disk).
+    fingerprint: tuple[object, ...] | None = None
 
     @property
     def content_md5(self) -> str:

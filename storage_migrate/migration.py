@@ -20,13 +20,13 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import DatabaseError, OperationalError, transaction
 
 from .conf import Conf, get_conf
-from .deletion import DeletionLedger, destination_proof
+from .deletion import DeletionLedger
 from .endpoints import Endpoint, endpoint_for
 from .engine import close_engines, conditional_writes, native_engine
 from .errors import ConfigurationError, UnsafeName
 from .names import key_reason, unsafe_reason
 from .orphans import upload_prefix
-from .places import identity, overlap
+from .places import identity, loose_identity, overlap
 from .report import (
     COPIED,
     ERROR,
@@ -325,6 +325,12 @@ class Migration:
                     return
 
     def _unsafe(self, row: Row) -> str | None:
+        reason = self._unsafe_reason(row)
+        if reason and self.ledger is not None:
+            row.source_id = loose_identity(self.src, row.name)  # what it shares stays
+        return reason
+
+    def _unsafe_reason(self, row: Row) -> str | None:
         reason = unsafe_reason(row.name)
         if reason:
             return reason
@@ -429,8 +435,7 @@ class Migration:
             row = result.row
             if self.ledger is not None and row.source_id is not None:
                 if result.clean:
-                    proof = destination_proof(self.dst, row.name, result.dest)
-                    self.ledger.add(result, row.source_id, proof)
+                    self.ledger.add(result, row.source_id, result.dest_proof)
                 else:
                     self.ledger.taint(row.source_id)
             self._release(result, resubmit=resubmit)
@@ -530,17 +535,16 @@ def migrate_storage(
         if source == to:
             raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
         src = endpoint_for(source, conf)
-        same = overlap(src, dst)
-        if same:
-            raise ConfigurationError(
-                f"{same}: a migration between them would move files onto themselves "
-                "(choose a destination elsewhere)."
-            )
+        _refuse_one_place(src, dst, probe=False)
+        if delete_source and not dry_run:
+            _refuse_unsafe_deletes(src, dst, limit)
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
         raise ConfigurationError(str(exc)) from None
     src.preflight(as_source=True)
     dst.preflight(as_source=False, create_bucket=create_bucket, dry_run=dry_run)
+    if not dry_run:
+        _refuse_one_place(src, dst, probe=True)
     migration = Migration(
         src,
         dst,
@@ -555,3 +559,28 @@ def migrate_storage(
         on_start=on_start,
     )
     return migration.run()
+
+
+def _refuse_one_place(src: Endpoint, dst: Endpoint, *, probe: bool) -> None:
+    same = overlap(src, dst, probe=probe)
+    if same:
+        raise ConfigurationError(
+            f"{same}: a migration between them would move files onto themselves "
+            "(choose a destination elsewhere)."
+        )
+
+
+def _refuse_unsafe_deletes(src: Endpoint, dst: Endpoint, limit: int | None) -> None:
+    """--delete-source only where a delete can be proven safe."""
+    for endpoint in (src, dst):
+        if endpoint.kind not in ("local", "s3"):
+            raise ConfigurationError(
+                f"--delete-source works between local disk and S3 storages only: storage "
+                f"{endpoint.alias!r} ({type(endpoint.storage).__name__}) cannot be proven to "
+                "keep its files elsewhere (copy without --delete-source)."
+            )
+    if limit is not None:
+        raise ConfigurationError(
+            "--delete-source walks whole tables (a row beyond --limit may share a file with "
+            "one within it): drop --limit, or copy without --delete-source."
+        )

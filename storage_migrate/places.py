@@ -4,7 +4,9 @@ symlinked folder), and an endpoint URL can carry credentials that no message may
 
 from __future__ import annotations
 
+import contextlib
 import os
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -108,9 +110,23 @@ def _plain(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | type(None) | tuple | list | dict)
 
 
-def overlap(source: Endpoint, destination: Endpoint) -> str | None:
-    """Why a move between these two endpoints would move files onto themselves, or None."""
+def overlap(source: Endpoint, destination: Endpoint, *, probe: bool = False) -> str | None:
+    """Why a move between these two endpoints would move files onto themselves, or None.
+    With ``probe``, a marker written through the destination is also looked for through the
+    source (where the same prefix or folder would show it)."""
     a, b = place_of(source), place_of(destination)
+    if probe and seen_through_both(source, destination):
+        # One folder, or one bucket: compare the prefixes within it.
+        if source.kind == "local" or a.path == b.path:
+            return f"Storages {source.alias!r} and {destination.alias!r} are one place ({a})"
+        if a.path.startswith(b.path) or b.path.startswith(a.path):
+            outer, inner = (
+                (source, destination) if b.path.startswith(a.path) else (destination, source)
+            )
+            return (
+                f"Storage {inner.alias!r} ({place_of(inner)}) lies inside storage "
+                f"{outer.alias!r} ({place_of(outer)}): both reach one bucket"
+            )
     if a.contains(b) and b.contains(a):
         return f"Storages {source.alias!r} and {destination.alias!r} are one place ({a})"
     if a.contains(b) or b.contains(a):
@@ -120,6 +136,46 @@ def overlap(source: Endpoint, destination: Endpoint) -> str | None:
             f"({place_of(outer)})"
         )
     return None
+
+
+def seen_through_both(source: Endpoint, destination: Endpoint) -> bool:
+    """Does a marker written through the destination show through the source? Two spellings of
+    one place that no comparison of settings can tell apart (``localhost`` and ``127.0.0.1``, a
+    bind mount, a DNS alias) are told apart this way. Local disk and S3 only; the marker is
+    removed."""
+    marker = f".storage-migrate-probe-{uuid.uuid4().hex}"
+    if source.kind == destination.kind == "local":
+        dst_root = str(getattr(destination.storage, "location", ""))
+        src_root = str(getattr(source.storage, "location", ""))
+        path = os.path.join(dst_root, marker)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError:
+            return False  # an unwritable destination is the preflight's to report
+        try:
+            return os.path.lexists(os.path.join(src_root, marker))
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    if source.kind == destination.kind == "s3":
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        dst: Any = destination
+        src: Any = source
+        key = f"{dst.key_prefix}{marker}"
+        try:
+            dst.quick_client.put_object(Bucket=dst.bucket, Key=key, Body=b"")
+        except (ClientError, BotoCoreError):
+            return False
+        try:
+            src.quick_client.head_object(Bucket=src.bucket, Key=key)
+            return True
+        except (ClientError, BotoCoreError):
+            return False
+        finally:
+            with contextlib.suppress(ClientError, BotoCoreError):
+                dst.quick_client.delete_object(Bucket=dst.bucket, Key=key)
+    return False
 
 
 def identity(endpoint: Endpoint, name: str) -> tuple[Any, ...]:
@@ -136,6 +192,19 @@ def identity(endpoint: Endpoint, name: str) -> tuple[Any, ...]:
         place = place_of(endpoint)
         return ("s3", *place.parts, endpoint.key(name))
     return ("name", endpoint.alias, name)
+
+
+def loose_identity(endpoint: Endpoint, name: str) -> tuple[Any, ...] | None:
+    """The identity of what an unsafe name would reach, found by status alone (never a read),
+    so that the file it shares with a safe row is kept; None when it reaches nothing."""
+    try:
+        if endpoint.kind == "local":
+            location = str(getattr(endpoint.storage, "location", ""))
+            st = os.stat(os.path.join(location, name))
+            return ("inode", st.st_dev, st.st_ino)
+        return identity(endpoint, name)
+    except Exception:
+        return None
 
 
 def same_object(source: Endpoint, destination: Endpoint, name: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .endpoints import Endpoint, ObjectInfo
 from .errors import Unverifiable, VerificationFailed
-from .hashing import Digest
+from .hashing import Digest, multipart_parts
 
 
 def _etag_md5(endpoint: Endpoint, name: str, info: ObjectInfo) -> tuple[ObjectInfo, str | None]:
@@ -22,12 +22,23 @@ def _etag_md5(endpoint: Endpoint, name: str, info: ObjectInfo) -> tuple[ObjectIn
 
 
 def same_bytes(
-    a: Endpoint, a_name: str, a_info: ObjectInfo, b: Endpoint, b_name: str, b_info: ObjectInfo
+    a: Endpoint,
+    a_name: str,
+    a_info: ObjectInfo,
+    b: Endpoint,
+    b_name: str,
+    b_info: ObjectInfo,
+    *,
+    known_md5: str | None = None,
 ) -> str | None:
     """The MD5 of the bytes both objects hold, when it is proven that they hold the same bytes;
-    None when they differ. Reads an object only where no ETag proves it."""
+    None when they differ. Reads an object only where no ETag proves it. ``known_md5`` (the
+    row's stored checksum) is what is returned when two equal multipart ETags, which stores
+    compute from the parts' bytes, prove the objects equal without telling their MD5."""
     if a_info.size != b_info.size:
         return None
+    if known_md5 and _equal_multipart(a, a_info, b, b_info):
+        return known_md5
     a_info, a_md5 = _etag_md5(a, a_name, a_info)
     b_info, b_md5 = _etag_md5(b, b_name, b_info)
     if a_md5 and b_md5:
@@ -54,6 +65,17 @@ def same_bytes(
             return digest.md5 if digest.multipart_etag() == x_info.etag else None
     first = a.hash(a_name).md5
     return first if b.hash(b_name).md5 == first else None
+
+
+def _equal_multipart(a: Endpoint, a_info: ObjectInfo, b: Endpoint, b_info: ObjectInfo) -> bool:
+    """Two objects on S3 stores whose multipart ETags (of the same parts, unencrypted) agree."""
+    return (
+        a.kind == b.kind == "s3"
+        and bool(multipart_parts(a_info.etag))
+        and a_info.etag == b_info.etag
+        and not (a_info.encrypted or b_info.encrypted)
+        and bool(getattr(a, "etag_is_md5", False) and getattr(b, "etag_is_md5", False))
+    )
 
 
 def etag_proves(endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .conf import Conf
+from .deletion import destination_proof
 from .endpoints import Endpoint, Fingerprint, ObjectInfo
 from .errors import RowError, SourceMissing, Unverifiable, VerificationFailed
 from .proof import etag_proves, holds, same_bytes
@@ -104,11 +105,17 @@ class RowCopier:
         if source is None:
             return self._source_gone(row, dest)
         if source.size == dest.size:
-            proven = same_bytes(self.src, row.name, source, self.dst, row.name, dest)
+            # Taken before the bytes are read to prove them: a file replaced afterwards does not
+            # match it when the source is about to be deleted.
+            dest_status = self.dst.fingerprint(row.name) if self._deletes_here() else None
+            proven = same_bytes(
+                self.src, row.name, source, self.dst, row.name, dest, known_md5=checksum or None
+            )
             if proven:
                 self._unchanged(row, fingerprint)
                 result = self._result(row, SKIPPED, size=source.size, md5=proven, dest=dest)
                 result.fingerprint = fingerprint
+                result.dest_proof = destination_proof(self.dst, dest, dest_status)
                 return result
         if not self.overwrite:
             detail = (
@@ -121,10 +128,8 @@ class RowCopier:
     def _source_gone(self, row: Row, dest: ObjectInfo) -> RowResult:
         """No source, but an object at the destination: a row migrated by an earlier run whose
         source was deleted is `skipped` when the object is proven to hold what the row's stored
-        checksum says. Without one, only this tool's md5 metadata says what the object should
-        hold: a hint anyone can write. The object is read and must match it; the row is then
-        `skipped` with no checksum taken from the hint (nothing is deleted either way: the
-        source is gone)."""
+        checksum says. Without one nothing can prove it (the md5 metadata is a hint anyone can
+        write), so the row is `unverifiable` and nothing is taken from the object."""
         size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
         if checksum:
             if (size is None or size == dest.size) and holds(self.dst, row.name, dest, checksum):
@@ -133,18 +138,14 @@ class RowCopier:
                 "source file does not exist (the object at the destination does not match the "
                 "stored checksum)"
             )
-        headed = self.dst.head(row.name, dest)
-        hint = headed.meta_md5
-        if (
-            hint
-            and (size is None or size == headed.size)
-            and holds(self.dst, row.name, headed, hint)
-        ):
-            return self._result(row, SKIPPED, size=headed.size, md5=None, dest=headed)
         raise Unverifiable(
             "source file does not exist and the row has no stored checksum: the object at the "
             "destination cannot be proven to be its file"
         )
+
+    def _deletes_here(self) -> bool:
+        """Will a skip's proof be what a delete rests on, at a destination without ETags?"""
+        return self.delete_source and self.dst.kind != "s3"
 
     def _unchanged(self, row: Row, before: Fingerprint | None) -> None:
         if self._fingerprint and self.src.fingerprint(row.name) != before:
@@ -193,6 +194,8 @@ class RowCopier:
                 copied_bytes=copied.digest.size,
             )
             result.fingerprint = fingerprint
+            if self.delete_source:
+                result.dest_proof = destination_proof(self.dst, copied.info, copied.proof)
             return result
 
         return finish

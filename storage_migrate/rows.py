@@ -51,8 +51,10 @@ class RowResult:
     updates: dict[str, Any] = field(default_factory=dict)
     # The source as it was when it was read (checked again before it is deleted).
     fingerprint: Fingerprint | None = None
-    # The verified object at the destination (checked again before the source is deleted).
+    # The verified object at the destination, and what must still hold there when the source
+    # is deleted (deletion.destination_proof).
     dest: ObjectInfo | None = None
+    dest_proof: list[Any] | None = None
 
     @property
     def clean(self) -> bool:

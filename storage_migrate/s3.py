@@ -185,9 +185,15 @@ class S3Endpoint(Endpoint):
 
         key = f"{self.key_prefix}.storage-migrate-probe-{uuid.uuid4().hex}"
         answer: bool | None = None
+        # As the storage writes (a bucket policy may require its encryption headers).
+        params = {
+            k: v
+            for k, v in self.s3storage.get_object_parameters(key).items()
+            if k in ("ServerSideEncryption", "SSEKMSKeyId", "ACL", *_SSE_C_PARAMS)
+        }
         try:
             for attempt in (1, 2):
-                client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*")
+                client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*", **params)
                 if attempt == 2:
                     answer = False  # accepted twice: the header is ignored
         except ClientError as exc:

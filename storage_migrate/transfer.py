@@ -13,7 +13,7 @@ from typing import IO, Any, cast
 from .conf import Conf
 from .endpoints import Endpoint, LocalEndpoint, ObjectInfo
 from .engine import start_write_s3
-from .errors import Conflict, SourceMissing, VerificationFailed
+from .errors import Conflict, RowError, SourceMissing, VerificationFailed
 from .hashing import CHUNK, Digest, _etag_of, _Parts, new_md5
 from .proof import prove_download
 from .s3 import S3Endpoint
@@ -70,7 +70,8 @@ def write_local(
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
-                written = os.fstat(out.fileno()).st_size
+                status = os.fstat(out.fileno())
+                written, inode = status.st_size, status.st_ino
                 os.fchmod(out.fileno(), _file_mode(endpoint.storage))
             digest = Digest(size=size, md5=md5.hexdigest())
             if check is not None:
@@ -81,6 +82,17 @@ def write_local(
                 os.replace(tmp, base, src_dir_fd=dfd, dst_dir_fd=dfd)
             else:
                 _move_no_clobber(tmp, base, dfd)
+            # What must still be there when the source is deleted: the status of this very
+            # file (its inode), taken now, not when the row is committed.
+            placed = os.stat(base, dir_fd=dfd, follow_symlinks=False)
+            if placed.st_ino != inode:
+                raise VerificationFailed("the file was replaced right after it was written")
+            digest.fingerprint = (
+                placed.st_size,
+                placed.st_mtime_ns,
+                placed.st_ino,
+                placed.st_ctime_ns,
+            )
             return digest
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -158,6 +170,9 @@ class Copied:
     digest: Digest
     info: ObjectInfo
     adopted: bool = False  # found already written (see start_write_s3): never ours to delete
+    # What must still be at the destination when the source is deleted (local disk: the status
+    # of the file written; S3: see deletion.destination_proof).
+    proof: tuple[object, ...] | None = None
 
 
 def start_copy_file(
@@ -227,6 +242,10 @@ def _copy_to_storage(
             )
         else:
             digest = write_generic(dst, name, cast(IO[bytes], reader), overwrite=overwrite)
-            check(digest)
+            try:
+                check(digest)
+            except RowError:
+                dst.storage.delete(name)  # our own write, of bytes nothing proves
+                raise
     _check_source(digest, source_info)
-    return Copied(digest, ObjectInfo(size=digest.size, md5=digest.md5))
+    return Copied(digest, ObjectInfo(size=digest.size, md5=digest.md5), proof=digest.fingerprint)
