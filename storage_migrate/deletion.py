@@ -23,6 +23,37 @@ from .targets import Target
 CHUNK = 500
 
 
+def _other_fields(src: Endpoint, walked: list[Target]) -> list[Target]:
+    """The FileFields of installed models that the run does not walk, and whose storage keeps
+    its files where the source does (a row of theirs may name a file the run would delete)."""
+    from django.apps import apps
+
+    from .endpoints import alias_of, endpoint_for_storage
+    from .places import place_of
+    from .targets import file_fields
+
+    seen = {(t.label, t.field_name) for t in walked}
+    here = place_of(src)
+    others = []
+    for model in apps.get_models():
+        if model._meta.abstract or model._meta.proxy:
+            continue
+        for field in file_fields(model):
+            if (model._meta.label, field.name) in seen:
+                continue
+            storage = field.storage
+            try:
+                endpoint = endpoint_for_storage(
+                    alias_of(storage) or type(storage).__name__, storage, src.conf
+                )
+                there = place_of(endpoint)
+            except Exception:
+                there = here  # cannot tell: assume it shares the files
+            if here.contains(there) or there.contains(here):
+                others.append(Target(model, field, {}))
+    return others
+
+
 def _dump(value: Any) -> str:
     return json.dumps(value, default=str)
 
@@ -80,11 +111,14 @@ class DeletionLedger:
             ),
         )
 
-    def _block_shared(self, targets: list[Target]) -> None:
-        """Taint every source that a row of any walked table refers to by name and that was not
-        committed clean in this run (a row created during the run, or one whose problem came
-        after the file's other rows were committed). Rows sharing it under another name were
-        walked too (--delete-source walks whole tables) and tainted it by identity."""
+    def _block_shared(self, src: Endpoint, targets: list[Target]) -> None:
+        """Taint every source that a row refers to by name and that is not among the rows
+        committed clean in this run: a row of a walked field that was not walked (created
+        during the run) or whose problem came after the file's other rows were committed, and
+        any row of a FileField not walked whose storage keeps its files where the source does.
+        Rows that share a file under another name were walked too (--delete-source walks whole
+        tables) and tainted it by identity."""
+        others = _other_fields(src, targets)
         names = self.db.cursor()
         names.execute("SELECT DISTINCT name FROM cand ORDER BY name")
         ledger = self.db.cursor()
@@ -93,21 +127,21 @@ class DeletionLedger:
             blocked: set[str] = set()
             for target in targets:
                 attname = str(target.field.attname)
-                referring: dict[str, int] = {}
-                for name in target.model._base_manager.filter(
-                    **{f"{attname}__in": chunk}
-                ).values_list(attname, flat=True):
-                    referring[str(name)] = referring.get(str(name), 0) + 1
-                if not referring:
-                    continue
-                clean = dict(
+                clean = set(
                     ledger.execute(
-                        f"SELECT name, COUNT(DISTINCT pk) FROM cand WHERE label = ? AND field = ?"
-                        f" AND name IN ({marks}) GROUP BY name",
+                        f"SELECT name, pk FROM cand WHERE label = ? AND field = ?"
+                        f" AND name IN ({marks})",
                         (target.label, target.field_name, *chunk),
                     ).fetchall()
                 )
-                blocked.update(n for n, count in referring.items() if count > clean.get(n, 0))
+                referring = target.model._base_manager.filter(**{f"{attname}__in": chunk})
+                for name, pk in referring.values_list(attname, "pk").iterator():
+                    if (str(name), _dump(pk)) not in clean:
+                        blocked.add(str(name))
+            for target in others:
+                attname = str(target.field.attname)
+                referring = target.model._base_manager.filter(**{f"{attname}__in": chunk})
+                blocked.update(str(n) for n in referring.values_list(attname, flat=True).distinct())
             for name in blocked:
                 ledger.execute(
                     "INSERT OR IGNORE INTO taint SELECT ident FROM cand WHERE name = ?", (name,)
@@ -131,7 +165,7 @@ class DeletionLedger:
     ) -> int:
         """Delete what may be deleted; every refusal is a problem of the row. Returns how many
         sources were deleted."""
-        self._block_shared(targets)
+        self._block_shared(src, targets)
         deleted = 0
         for label, field, pk, name, fingerprint, proof in self._deletable():
             refusal = None

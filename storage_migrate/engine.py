@@ -196,8 +196,8 @@ class S3Engine:
         if source.digest.size >= self.conf.MULTIPART_THRESHOLD:
             # Without overwrite, checked (and conditional) at its completion.
             return self._later(self._upload, key, source, params, not overwrite)
-        if not overwrite and not conditional:
-            self._refuse_taken(key)
+        # Without conditional writes, what stands for the condition is the listing of the
+        # row's batch (Migration lists every batch of such a store, even one empty at the start).
         extra: dict[str, Any] = {**params, **({"IfNoneMatch": "*"} if conditional else {})}
         native = self.native
         # The native engine takes what is in memory: a file it sends from its own buffers
@@ -215,8 +215,8 @@ class S3Engine:
         return lambda: normalize_etag(sent())
 
     def _refuse_taken(self, key: str) -> None:
-        """Without conditional writes, the check that the name is free is a HEAD right before
-        the write (the batch's listing is older)."""
+        """The name is still free right before the parts of a multipart upload are joined (a
+        store may honour If-None-Match on PUT and not on completion)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -295,7 +295,9 @@ def conditional_writes(endpoint: Endpoint) -> bool:
     if not isinstance(endpoint, S3Endpoint):
         return False
     engine = getattr(endpoint, "_engine", None)
-    return engine is None or bool(engine.conditional_writes)
+    if engine is None:
+        return endpoint.conditional_writes is True  # as the preflight found
+    return bool(engine.conditional_writes)
 
 
 def close_engines(*endpoints: Endpoint) -> None:

@@ -535,7 +535,8 @@ def migrate_storage(
         if source == to:
             raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
         src = endpoint_for(source, conf)
-        _refuse_one_place(src, dst, probe=False)
+        destructive = (delete_source or overwrite) and not dry_run
+        _refuse_one_place(src, dst, probe=False, destructive=destructive)
         if delete_source and not dry_run:
             _refuse_unsafe_deletes(src, dst, limit)
         targets = resolve_targets(models, conf)
@@ -544,7 +545,7 @@ def migrate_storage(
     src.preflight(as_source=True)
     dst.preflight(as_source=False, create_bucket=create_bucket, dry_run=dry_run)
     if not dry_run:
-        _refuse_one_place(src, dst, probe=True)
+        _refuse_one_place(src, dst, probe=True, destructive=destructive)
     migration = Migration(
         src,
         dst,
@@ -561,8 +562,10 @@ def migrate_storage(
     return migration.run()
 
 
-def _refuse_one_place(src: Endpoint, dst: Endpoint, *, probe: bool) -> None:
-    same = overlap(src, dst, probe=probe)
+def _refuse_one_place(src: Endpoint, dst: Endpoint, *, probe: bool, destructive: bool) -> None:
+    """One place is always refused; one inside the other, and a place that cannot be told
+    apart, only where the run may delete or replace something."""
+    same = overlap(src, dst, probe=probe, nested=destructive, certain=destructive)
     if same:
         raise ConfigurationError(
             f"{same}: a migration between them would move files onto themselves "

@@ -110,16 +110,42 @@ def _plain(value: Any) -> bool:
     return isinstance(value, str | int | float | bool | type(None) | tuple | list | dict)
 
 
-def overlap(source: Endpoint, destination: Endpoint, *, probe: bool = False) -> str | None:
+def overlap(
+    source: Endpoint,
+    destination: Endpoint,
+    *,
+    probe: bool = False,
+    nested: bool = True,
+    certain: bool = False,
+) -> str | None:
     """Why a move between these two endpoints would move files onto themselves, or None.
-    With ``probe``, a marker written through the destination is also looked for through the
-    source (where the same prefix or folder would show it)."""
+    ``nested``: one lying inside the other counts too (only a delete or an overwrite can harm
+    there: keys never coincide, and writes never replace). With ``probe``, a marker written
+    through the destination is also looked for through the source; with ``certain``, a probe
+    that cannot tell is itself a reason to refuse."""
     a, b = place_of(source), place_of(destination)
-    if probe and seen_through_both(source, destination):
+    if a.contains(b) and b.contains(a):
+        return f"Storages {source.alias!r} and {destination.alias!r} are one place ({a})"
+    if nested and (a.contains(b) or b.contains(a)):
+        outer, inner = (source, destination) if a.contains(b) else (destination, source)
+        return (
+            f"Storage {inner.alias!r} ({place_of(inner)}) lies inside storage {outer.alias!r} "
+            f"({place_of(outer)})"
+        )
+    if not probe:
+        return None
+    seen = seen_through_both(source, destination)
+    if seen is None and certain:
+        return (
+            f"Cannot tell whether storages {source.alias!r} and {destination.alias!r} are one "
+            "place (a marker written through the destination could not be looked for through "
+            "the source)"
+        )
+    if seen:
         # One folder, or one bucket: compare the prefixes within it.
         if source.kind == "local" or a.path == b.path:
             return f"Storages {source.alias!r} and {destination.alias!r} are one place ({a})"
-        if a.path.startswith(b.path) or b.path.startswith(a.path):
+        if nested and (a.path.startswith(b.path) or b.path.startswith(a.path)):
             outer, inner = (
                 (source, destination) if b.path.startswith(a.path) else (destination, source)
             )
@@ -127,31 +153,26 @@ def overlap(source: Endpoint, destination: Endpoint, *, probe: bool = False) -> 
                 f"Storage {inner.alias!r} ({place_of(inner)}) lies inside storage "
                 f"{outer.alias!r} ({place_of(outer)}): both reach one bucket"
             )
-    if a.contains(b) and b.contains(a):
-        return f"Storages {source.alias!r} and {destination.alias!r} are one place ({a})"
-    if a.contains(b) or b.contains(a):
-        outer, inner = (source, destination) if a.contains(b) else (destination, source)
-        return (
-            f"Storage {inner.alias!r} ({place_of(inner)}) lies inside storage {outer.alias!r} "
-            f"({place_of(outer)})"
-        )
     return None
 
 
-def seen_through_both(source: Endpoint, destination: Endpoint) -> bool:
+def seen_through_both(source: Endpoint, destination: Endpoint) -> bool | None:
     """Does a marker written through the destination show through the source? Two spellings of
     one place that no comparison of settings can tell apart (``localhost`` and ``127.0.0.1``, a
     bind mount, a DNS alias) are told apart this way. Local disk and S3 only; the marker is
-    removed."""
+    removed. None when the answer is not known (the marker could not be written, or the source
+    would not say whether it sees it)."""
     marker = f".storage-migrate-probe-{uuid.uuid4().hex}"
     if source.kind == destination.kind == "local":
         dst_root = str(getattr(destination.storage, "location", ""))
         src_root = str(getattr(source.storage, "location", ""))
+        if not os.path.isdir(dst_root):
+            return False  # not there yet: not the source's folder, which is
         path = os.path.join(dst_root, marker)
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except OSError:
-            return False  # an unwritable destination is the preflight's to report
+            return None
         try:
             return os.path.lexists(os.path.join(src_root, marker))
         finally:
@@ -164,14 +185,20 @@ def seen_through_both(source: Endpoint, destination: Endpoint) -> bool:
         src: Any = source
         key = f"{dst.key_prefix}{marker}"
         try:
-            dst.quick_client.put_object(Bucket=dst.bucket, Key=key, Body=b"")
+            dst.quick_client.put_object(
+                Bucket=dst.bucket, Key=key, Body=b"", **dst.probe_params(key)
+            )
         except (ClientError, BotoCoreError):
-            return False
+            return None
         try:
             src.quick_client.head_object(Bucket=src.bucket, Key=key)
             return True
-        except (ClientError, BotoCoreError):
-            return False
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code")
+            return False if status == 404 or code in ("404", "NoSuchKey") else None
+        except BotoCoreError:
+            return None
         finally:
             with contextlib.suppress(ClientError, BotoCoreError):
                 dst.quick_client.delete_object(Bucket=dst.bucket, Key=key)

@@ -138,6 +138,15 @@ class RowCopier:
                 "source file does not exist (the object at the destination does not match the "
                 "stored checksum)"
             )
+        if "checksum" not in row.target.columns:
+            # A model with no checksum column: nothing can ever be proven of its moved files,
+            # and nothing of the object will be written to the row. A re-run after
+            # --delete-source converges on this tool's md5 metadata matching the bytes (a hint).
+            headed = self.dst.head(row.name, dest)
+            hint = headed.meta_md5
+            if hint and holds(self.dst, row.name, headed, hint):
+                result = RowResult(row, SKIPPED, dest=headed)
+                return result
         raise Unverifiable(
             "source file does not exist and the row has no stored checksum: the object at the "
             "destination cannot be proven to be its file"
@@ -158,6 +167,17 @@ class RowCopier:
             source = source or self.src.stat(row.name)
             if source is None:
                 raise SourceMissing("source file does not exist")
+            stored = (row.meta.get("checksum") or "").lower()
+            if (
+                self.src.kind != "local"
+                and not source.etag_md5
+                and not stored
+                and not self.src.part_size(row.name, source)
+            ):
+                raise Unverifiable(
+                    "a real run could not prove the download (its ETag is not an MD5, its part "
+                    "layout is unknown, and the row has no stored checksum)"
+                )
             # A dry run predicts checksum problems; a hint is enough for a prediction.
             md5 = source.meta_md5 if source.md5 is None else source.md5
             md5 = md5 or self.src.prove_md5(row.name, source)

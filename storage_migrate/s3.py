@@ -176,6 +176,12 @@ class S3Endpoint(Endpoint):
     # None until the preflight of a destination has asked the store.
     conditional_writes: bool | None = None
 
+    def probe_params(self, key: str) -> dict[str, Any]:
+        """What a scratch object is written with: as the storage writes (a bucket policy may
+        require its encryption headers or ACL)."""
+        wanted = ("ServerSideEncryption", "SSEKMSKeyId", "ACL", *_SSE_C_PARAMS)
+        return {k: v for k, v in self.s3storage.get_object_parameters(key).items() if k in wanted}
+
     def _probe_conditional_writes(self, client: S3Client) -> bool | None:
         """Does the store honour If-None-Match on writes? A scratch key is written twice with it:
         the second write must be refused (412). A store that refuses the header (501) or that
@@ -185,12 +191,7 @@ class S3Endpoint(Endpoint):
 
         key = f"{self.key_prefix}.storage-migrate-probe-{uuid.uuid4().hex}"
         answer: bool | None = None
-        # As the storage writes (a bucket policy may require its encryption headers).
-        params = {
-            k: v
-            for k, v in self.s3storage.get_object_parameters(key).items()
-            if k in ("ServerSideEncryption", "SSEKMSKeyId", "ACL", *_SSE_C_PARAMS)
-        }
+        params = self.probe_params(key)
         try:
             for attempt in (1, 2):
                 client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*", **params)

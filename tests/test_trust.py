@@ -420,17 +420,34 @@ def test_a_store_without_conditional_writes_never_overwrites_another_writer(
     theirs = rows[7].file.name
     from storage_migrate import migration
 
-    planned = migration.Migration._planned_rows
+    def put_theirs() -> None:
+        s3_client(moto_endpoint).put_object(Bucket=http_bucket, Key=theirs, Body=b"theirs")
 
-    def another_writer(self: Any) -> Any:
-        # After the preflight and after the destination was found empty (or listed): no
-        # listing shows this object, only the write itself can refuse to replace it.
-        for item in planned(self):
-            if item[0].name == theirs:
-                s3_client(moto_endpoint).put_object(Bucket=http_bucket, Key=theirs, Body=b"theirs")
-            yield item
+    if behaviour == "honour":
+        planned = migration.Migration._planned_rows
 
-    monkeypatch.setattr(migration.Migration, "_planned_rows", another_writer)
+        def another_writer(self: Any) -> Any:
+            # After the destination was found empty, or listed: only the conditional write
+            # itself can refuse to replace this object.
+            for item in planned(self):
+                if item[0].name == theirs:
+                    put_theirs()
+                yield item
+
+        monkeypatch.setattr(migration.Migration, "_planned_rows", another_writer)
+    else:
+        was_empty = migration.Migration._destination_was_empty
+
+        def after_the_empty_check(self: Any) -> bool:
+            # The destination was empty when the run began; the object appears before the
+            # first batch is planned. Such a store is listed batch by batch (no shortcut for
+            # an empty destination), which finds it. Between a batch's listing and its writes
+            # (well under a second) nothing in such a store can refuse a replacement.
+            empty = was_empty(self)
+            put_theirs()
+            return bool(empty)
+
+        monkeypatch.setattr(migration.Migration, "_destination_was_empty", after_the_empty_check)
 
     report = migrate_storage(to="s3")
 

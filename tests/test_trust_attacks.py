@@ -361,7 +361,7 @@ def _race(
     size: int,
     hook: str,
 ) -> tuple[Any, bytes]:
-    from storage_migrate import engine
+    from storage_migrate import engine, migration
 
     proxy = FaultyProxy(moto_endpoint, 0.0, 7, False, conditional, False)
     proxy.RequestHandlerClass = _Refusing
@@ -377,14 +377,28 @@ def _race(
         FileManager.objects.create(file=name)
         theirs = b"another writer's object, written after the listing"
         direct = s3_client(moto_endpoint)
-        real = getattr(engine.S3Engine, hook)
+        if hook == "planning":
+            # Another writer, after the preflight found the destination empty, before the
+            # batch is planned: a store without conditional writes is listed batch by batch,
+            # so the listing finds it. (Between a batch's listing and its writes, well under a
+            # second, nothing in such a store can refuse a replacement.)
+            real_plan = migration.Migration._destination_was_empty
 
-        def racing(self: Any, key: str, *args: Any, **kw: Any) -> Any:
-            if key == name:  # another writer, between the run's look and its write
-                direct.put_object(Bucket=http_bucket, Key=key, Body=theirs)
-            return real(self, key, *args, **kw)
+            def plan_racing(self: Any) -> bool:
+                empty = real_plan(self)
+                direct.put_object(Bucket=http_bucket, Key=name, Body=theirs)
+                return bool(empty)
 
-        monkeypatch.setattr(engine.S3Engine, hook, racing)
+            monkeypatch.setattr(migration.Migration, "_destination_was_empty", plan_racing)
+        else:
+            real = getattr(engine.S3Engine, hook)
+
+            def racing(self: Any, key: str, *args: Any, **kw: Any) -> Any:
+                if key == name:  # another writer, between the run's look and its write
+                    direct.put_object(Bucket=http_bucket, Key=key, Body=theirs)
+                return real(self, key, *args, **kw)
+
+            monkeypatch.setattr(engine.S3Engine, hook, racing)
         report = migrate_storage(to="s3")
         return report, bytes(direct.get_object(Bucket=http_bucket, Key=name)["Body"].read())
     finally:
@@ -396,8 +410,10 @@ def _race(
 @pytest.mark.parametrize(
     ("conditional", "mode", "size", "hook"),
     [
-        pytest.param("ignore", "deny-probe", 1000, "_start", id="probe-unanswered"),
-        pytest.param("ignore", "none", 1000, "_start", id="probe-answered"),
+        pytest.param("ignore", "deny-probe", 1000, "planning", id="probe-unanswered"),
+        pytest.param("ignore", "none", 1000, "planning", id="probe-answered"),
+        pytest.param("refuse", "none", 1000, "planning", id="refusing-store"),
+        pytest.param("honour", "none", 1000, "_start", id="conditional-store"),
         pytest.param("honour", "ignore-on-complete", 11 * MiB, "abort_leftovers", id="multipart"),
     ],
 )
@@ -438,8 +454,12 @@ def test_the_deletion_pass_holds_no_row_in_memory() -> None:
     from storage_migrate.targets import resolve_targets
 
     class Gone(Endpoint):
+        kind = "local"
+
         def __init__(self) -> None:
-            pass
+            from django.core.files.storage import storages
+
+            super().__init__("local", storages["local"], get_conf())
 
         def fingerprint(self, name: str) -> Any:
             return None  # "already gone": only the pass itself is measured
@@ -471,3 +491,134 @@ def test_the_deletion_pass_holds_no_row_in_memory() -> None:
 
     small, large = peak(20_000), peak(200_000)
     assert large < 3 * small, (small, large)
+
+
+# --- a third round ---------------------------------------------------------------------------
+
+
+class _EncryptionRequired(_Handler):
+    """A bucket policy that refuses unencrypted PUTs (DenyUnEncryptedObjectUploads)."""
+
+    def _relay(self) -> None:
+        headers = {k.lower() for k in self.headers}
+        if (
+            self.command == "PUT"
+            and "x-amz-server-side-encryption" not in headers
+            and "uploadId" not in self.path
+        ):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self._error(403, "AccessDenied", "Access Denied (encryption required)")
+            return
+        super()._relay()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _relay
+
+
+def test_the_marker_is_written_as_the_storage_writes_and_never_fails_open(
+    moto_endpoint: str, http_bucket: str, settings: Any
+) -> None:
+    proxy = FaultyProxy(moto_endpoint, 0.0, 1)
+    proxy.RequestHandlerClass = _EncryptionRequired
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        port = proxy.server_address[1]
+        params = {"ServerSideEncryption": "AES256"}
+
+        def alias(host: str, **extra: Any) -> dict[str, Any]:
+            options = {"bucket_name": http_bucket, "endpoint_url": f"http://{host}:{port}"}
+            return {**S3, "OPTIONS": {**options, **extra}}
+
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "old": alias("127.0.0.1", object_parameters=params),
+            "new": alias("localhost", object_parameters=params),
+            "bare": alias("localhost"),  # its marker is refused: it cannot be told apart
+        }
+        reset_storages()
+        s3_client(moto_endpoint).put_object(
+            Bucket=http_bucket, Key="v/only.txt", Body=b"only copy", ServerSideEncryption="AES256"
+        )
+        FileManager.objects.create(file="v/only.txt")
+
+        with pytest.raises(ConfigurationError, match="one place"):
+            migrate_storage(to="new", source="old", delete_source=True)
+        with pytest.raises(ConfigurationError, match="Cannot tell"):
+            migrate_storage(to="bare", source="old", delete_source=True)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+        reset_storages()
+    keys = s3_client(moto_endpoint).list_objects_v2(Bucket=http_bucket).get("Contents", [])
+    assert [k["Key"] for k in keys] == ["v/only.txt"]
+
+
+def test_a_row_swapped_for_another_during_the_run_keeps_the_file(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app deletes the walked row and makes a new one for the same file before the
+    deletion pass: the counts balance, the rows do not."""
+    from storage_migrate import deletion
+
+    on_disk(media_root, "file_manager/logo.png", b"the logo")
+    walked = FileManager.objects.create(file="file_manager/logo.png")
+    real = deletion.DeletionLedger.delete_sources
+
+    def app_meanwhile(self: Any, *args: Any) -> int:
+        FileManager.objects.filter(pk=walked.pk).delete()
+        FileManager.objects.create(file="file_manager/logo.png")
+        return int(real(self, *args))
+
+    monkeypatch.setattr(deletion.DeletionLedger, "delete_sources", app_meanwhile)
+
+    migrate_storage(to="s3", delete_source=True)
+
+    assert (media_root / "file_manager" / "logo.png").read_bytes() == b"the logo"
+
+
+def test_a_model_not_walked_that_shares_the_file_keeps_it(s3_bucket: str, media_root: Path) -> None:
+    from tests.testapp.models import Attachment
+
+    on_disk(media_root, "shared/logo.png", b"the logo")
+    FileManager.objects.create(file="shared/logo.png")
+    Attachment.objects.create(upload="shared/logo.png")
+
+    report = migrate_storage(to="s3", models=["core.FileManager"], delete_source=True)
+
+    assert (report.copied, report.problems) == (1, [])
+    assert (media_root / "shared" / "logo.png").read_bytes() == b"the logo"
+
+
+@pytest.mark.parametrize(("old", "new"), [("", "media"), ("media", "")])
+def test_adding_or_removing_a_prefix_in_one_bucket_is_a_real_move(
+    s3_bucket: str, settings: Any, old: str, new: str
+) -> None:
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "old": {**S3, "OPTIONS": {"bucket_name": s3_bucket, "location": old}},
+        "new": {**S3, "OPTIONS": {"bucket_name": s3_bucket, "location": new}},
+    }
+    reset_storages()
+    key = (old + "/" if old else "") + "file_manager/a.txt"
+    s3_client().put_object(Bucket=s3_bucket, Key=key, Body=b"hello")
+    FileManager.objects.create(file="file_manager/a.txt")
+
+    assert migrate_storage(to="new", source="old").copied == 1
+    with pytest.raises(ConfigurationError, match="lies inside"):
+        migrate_storage(to="new", source="old", delete_source=True)
+
+
+def test_a_dry_run_predicts_an_unverifiable_download(
+    s3_bucket: str, media_root: Path, settings: Any
+) -> None:
+    settings.AWS_S3_OBJECT_PARAMETERS = {"ServerSideEncryption": "aws:kms"}
+    reset_storages()
+    s3_client().put_object(Bucket=s3_bucket, Key="file_manager/a.txt", Body=b"hello")
+    FileManager.objects.create(file="file_manager/a.txt")
+
+    dry = migrate_storage(to="local", dry_run=True)
+    real = migrate_storage(to="local")
+
+    assert (dry.copied, kinds(dry)) == (real.copied, kinds(real)) == (0, ["unverifiable"])
+    assert not (media_root / "file_manager" / "a.txt").exists()
