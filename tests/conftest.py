@@ -93,6 +93,29 @@ def http_bucket(moto_endpoint: str) -> str:
     return bucket
 
 
+@pytest.fixture
+def through_proxy(moto_endpoint: str, http_bucket: str, settings: Any) -> Iterator[Any]:
+    """Point the `s3` alias at a fresh bucket on moto's HTTP server through tests/faults.py's
+    proxy, started with the given behaviour (``through_proxy(flip_gets=True)``)."""
+    from tests.faults import faulty_proxy
+
+    opened: list[Any] = []
+
+    def start(**behaviour: Any) -> Any:
+        context = faulty_proxy(moto_endpoint, rate=0.0, **behaviour)
+        proxy = context.__enter__()
+        settings.AWS_STORAGE_BUCKET_NAME = http_bucket
+        settings.AWS_S3_ENDPOINT_URL = proxy.url
+        reset_storages()
+        opened.append(context)
+        return proxy
+
+    yield start
+    for context in opened:
+        context.__exit__(None, None, None)
+    reset_storages()
+
+
 def database_url() -> str:
     """A DATABASE_URL for the test database that this pytest process uses."""
     params = connection.settings_dict

@@ -218,27 +218,6 @@ def test_a_link_that_stays_inside_the_root_is_still_followed(
     assert s3_bytes(s3_bucket, row.file.name) == b"kept"
 
 
-def test_an_unreadable_source_is_an_error(
-    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    locked = make("locked.txt", b"no read permission")
-    fine = make("fine.txt", b"readable")
-    real_open = os.open
-
-    def guarded_open(path: Any, *args: Any, **kwargs: Any) -> int:
-        if str(path).endswith(str(locked.file.name)):
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", guarded_open)
-
-    report = migrate_storage(to="s3")
-
-    assert problems(report) == [("error", locked.pk)]
-    assert "Permission denied" in report.problems[0].detail
-    assert s3_bytes(s3_bucket, fine.file.name) == b"readable"
-
-
 # --- 9. a name that is the root, or a folder -----------------------------------------------
 
 

@@ -18,7 +18,6 @@ from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage
 from storage_migrate.testing import s3_client
 from tests.conftest import reset_storages
-from tests.faults import faulty_proxy
 from tests.helpers import MiB, kinds, make, md5, s3_bytes
 
 pytestmark = pytest.mark.django_db
@@ -144,26 +143,6 @@ def multipart_object(endpoint: str | None, bucket: str, key: str, data: bytes) -
     s3 = s3_client(endpoint)
     s3.upload_fileobj(io.BytesIO(data), bucket, key, Config=PARTS)
     return str(s3.head_object(Bucket=bucket, Key=key)["ETag"]).strip('"')
-
-
-@pytest.fixture
-def through_proxy(moto_endpoint: str, http_bucket: str, settings: Any) -> Any:
-    """Point the s3 alias at moto's HTTP server through a proxy with the given behaviour."""
-
-    def start(**behaviour: Any) -> Any:
-        context = faulty_proxy(moto_endpoint, rate=0.0, **behaviour)
-        proxy = context.__enter__()
-        settings.AWS_STORAGE_BUCKET_NAME = http_bucket
-        settings.AWS_S3_ENDPOINT_URL = proxy.url
-        reset_storages()
-        opened.append(context)
-        return proxy
-
-    opened: list[Any] = []
-    yield start
-    for context in opened:
-        context.__exit__(None, None, None)
-    reset_storages()
 
 
 @pytest.mark.parametrize("stored_checksum", [False, True])

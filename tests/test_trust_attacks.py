@@ -19,7 +19,7 @@ from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage
 from storage_migrate.testing import s3_client
 from tests.conftest import reset_storages
-from tests.faults import FaultyProxy, _Handler, faulty_proxy
+from tests.faults import FaultyProxy, _Handler
 from tests.helpers import MiB, kinds, md5, s3_keys
 
 pytestmark = pytest.mark.django_db
@@ -217,25 +217,6 @@ def test_a_foreign_object_is_not_adopted_on_its_own_metadata(
     assert (report.skipped, kinds(report)) == (0, ["unverifiable"])
     row.refresh_from_db()
     assert (row.bucket, row.object_key, row.file_size) == ("", "", None)
-
-
-@pytest.fixture
-def through_proxy(moto_endpoint: str, http_bucket: str, settings: Any) -> Any:
-    opened: list[Any] = []
-
-    def start(**behaviour: Any) -> Any:
-        context = faulty_proxy(moto_endpoint, rate=0.0, **behaviour)
-        proxy = context.__enter__()
-        settings.AWS_STORAGE_BUCKET_NAME = http_bucket
-        settings.AWS_S3_ENDPOINT_URL = proxy.url
-        reset_storages()
-        opened.append(context)
-        return proxy
-
-    yield start
-    for context in opened:
-        context.__exit__(None, None, None)
-    reset_storages()
 
 
 def test_an_unproven_download_is_not_left_at_a_generic_destination(
