@@ -129,7 +129,8 @@ class RowCopier:
         """No source, but an object at the destination: a row migrated by an earlier run whose
         source was deleted is `skipped` when the object is proven to hold what the row's stored
         checksum says. Without one nothing can prove it (the md5 metadata is a hint anyone can
-        write), so the row is `unverifiable` and nothing is taken from the object."""
+        write): the row is `unverifiable` and nothing is taken from the object, except on a
+        model with no checksum column at all, whose rows take nothing from it anyway."""
         size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
         if checksum:
             if (size is None or size == dest.size) and holds(self.dst, row.name, dest, checksum):
@@ -145,8 +146,7 @@ class RowCopier:
             headed = self.dst.head(row.name, dest)
             hint = headed.meta_md5
             if hint and holds(self.dst, row.name, headed, hint):
-                result = RowResult(row, SKIPPED, dest=headed)
-                return result
+                return RowResult(row, SKIPPED, dest=headed)
         raise Unverifiable(
             "source file does not exist and the row has no stored checksum: the object at the "
             "destination cannot be proven to be its file"
