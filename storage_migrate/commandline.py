@@ -4,19 +4,25 @@ check that an output path can be written before any work is done."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, one_line
 from .progress import Progress
 from .report import EXIT_CONFIG
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 R = TypeVar("R")
 
 
@@ -66,6 +72,37 @@ class ExitTwoOnBadOptions(BaseCommand):
         parser.error = error  # type: ignore[method-assign]
         return parser
 
+    def run_from_argv(self, argv: list[str]) -> None:
+        """With --traceback, Django re-raises a CommandError (exit 1): print its traceback, the
+        error it was raised from included, and keep its exit status."""
+        try:
+            super().run_from_argv(argv)
+        except CommandError as exc:  # only with --traceback: else Django has exited already
+            self.stderr.write("".join(traceback.format_exception(exc)), ending="")
+            sys.exit(exc.returncode)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Kubernetes and systemd send to stop a Job), handled as Ctrl-C is."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises Terminated in the main thread: the run stops
+    starting copies and commits what was verified, as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def run_with_progress(
     command: BaseCommand,
@@ -73,12 +110,20 @@ def run_with_progress(
     call: Callable[..., R],
     *,
     interrupted: str,
+    on_interrupt: Callable[[Any], None] | None = None,
+    on_config_error: Callable[[str], None] | None = None,
     **kwargs: Any,
 ) -> R:
     """Call the library with a progress display; a configuration error exits 2 with its one
-    line, Ctrl-C exits 130 with ``interrupted``, neither with a traceback."""
+    line, Ctrl-C exits 130 and SIGTERM 143 with ``interrupted``, neither with a traceback.
+    ``on_interrupt`` gets the partial report of an interrupted run (to print and write it)."""
     verbosity = int(options["verbosity"])
-    progress = Progress(command, verbosity, enabled=not options["no_progress"])
+    progress = Progress(
+        command,
+        verbosity,
+        enabled=not options["no_progress"],
+        dry_run=bool(options.get("dry_run")),
+    )
     handler = None
     if verbosity >= 3:  # debug: the library's decisions, row by row
         handler = logging.StreamHandler(cast(Any, command.stderr)._out)
@@ -87,11 +132,19 @@ def run_with_progress(
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     try:
-        return call(on_row=progress.row, on_start=progress.start, **kwargs)
-    except ConfigurationError as exc:
-        raise CommandError(str(exc), returncode=EXIT_CONFIG) from None
-    except KeyboardInterrupt:
-        raise CommandError(interrupted, returncode=EXIT_INTERRUPTED) from None
+        with sigterm_as_interrupt():
+            return call(on_row=progress.row, on_start=progress.start, **kwargs)
+    except ConfigurationError as exc:  # chained: --traceback shows where it started
+        if on_config_error is not None:  # a report file says it too, for a pipeline to show
+            on_config_error(one_line(exc))
+        raise CommandError(one_line(exc), returncode=EXIT_CONFIG) from exc
+    except KeyboardInterrupt as exc:
+        progress.close()
+        report = getattr(exc, "report", None)
+        if report is not None and on_interrupt is not None:
+            on_interrupt(report)
+        status = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        raise CommandError(interrupted, returncode=status) from exc
     finally:
         progress.close()
         if handler is not None:

@@ -21,6 +21,8 @@ from .rows import RowResult
 from .targets import Target
 
 CHUNK = 500
+# Called for each source deleted (or, in a dry run, that would be): whose row, and its size.
+DeletedCallback = Callable[[Problem, int], None]
 
 
 def _other_fields(src: Endpoint, walked: list[Target]) -> list[Target]:
@@ -162,30 +164,42 @@ class DeletionLedger:
         dst: Endpoint,
         targets: list[Target],
         on_problem: Callable[[Problem], None],
-    ) -> int:
-        """Delete what may be deleted; every refusal is a problem of the row. Returns how many
-        sources were deleted."""
+        on_deleted: DeletedCallback | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> tuple[int, int]:
+        """Delete what may be deleted; every refusal is a problem of the row. A dry run says
+        what would be deleted. Returns how many sources, and how many bytes."""
         self._block_shared(src, targets)
-        deleted = 0
+        deleted = size = 0
         for label, field, pk, name, fingerprint, proof in self._deletable():
             refusal = None
             try:
-                refusal = self._refusal(src, dst, name, fingerprint, proof)
+                current = src.fingerprint(name)
+                if dry_run:
+                    refusal = _GONE if current is None else None
+                else:
+                    refusal = self._refusal(src, dst, name, current, fingerprint, proof)
                 if refusal is None:
-                    src.delete(name)
+                    if not dry_run:
+                        src.delete(name)
                     deleted += 1
+                    size += _size_of(current)
+                    if on_deleted is not None:
+                        on_deleted(
+                            Problem("deleted", label, field, pk, name, ""), _size_of(current)
+                        )
             except Exception as exc:
                 refusal = f"copied and committed, but the source could not be deleted: {exc}"
             if refusal and refusal is not _GONE:
                 on_problem(Problem(ERROR, label, field, pk, name, refusal))
-        return deleted
+        return deleted, size
 
     @staticmethod
     def _refusal(
-        src: Endpoint, dst: Endpoint, name: str, fingerprint: Any, proof: Any
+        src: Endpoint, dst: Endpoint, name: str, current: Any, fingerprint: Any, proof: Any
     ) -> str | None:
         """Why this source must not be deleted now, or None."""
-        current = src.fingerprint(name)
         if current is None:
             return _GONE  # already gone (an earlier run, or a row sharing the file)
         if fingerprint is None or list(current) != list(fingerprint):
@@ -201,3 +215,8 @@ class DeletionLedger:
 
 
 _GONE = "gone"
+
+
+def _size_of(fingerprint: Any) -> int:
+    """The size a fingerprint starts with (local disk and S3 both), else 0."""
+    return int(fingerprint[0]) if fingerprint and isinstance(fingerprint[0], int) else 0

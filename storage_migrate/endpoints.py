@@ -351,10 +351,37 @@ class LocalEndpoint(Endpoint):
         self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False
     ) -> None:
         root = self.storage.location
-        if as_source and not os.path.isdir(root):
+        fix = "check MEDIA_ROOT or the storage's location"
+        configured = os.fspath(self.storage.base_location or "")
+        if not os.path.isabs(configured):
+            # FileSystemStorage makes it absolute against the current folder: files would be
+            # read from, written to (and deleted from) wherever the command happens to run.
             raise ConfigurationError(
-                f"Storage {self.alias!r} reads from {root}, which is not a directory "
-                "(check MEDIA_ROOT or the storage's location)."
+                f"Storage {self.alias!r} has the location {configured!r}, which is not an "
+                f"absolute path ({fix})."
+            )
+        if as_source:
+            if not os.path.isdir(root):
+                raise ConfigurationError(
+                    f"Storage {self.alias!r} reads from {root}, which is not a directory ({fix})."
+                )
+            return
+        # A destination (a dry run too, which predicts the real run): the folder, or the
+        # nearest folder above it that exists (the run makes the rest), must take writes.
+        # os.access also says no on a read-only filesystem and to an immutable folder.
+        existing = root
+        while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise ConfigurationError(
+                f"Storage {self.alias!r} writes to {root}, but {existing} is not a directory "
+                f"({fix})."
+            )
+        if not os.access(existing, os.W_OK | os.X_OK):
+            where = "it" if existing == root else f"{existing}, where it would be made,"
+            raise ConfigurationError(
+                f"Storage {self.alias!r} writes to {root}, but {where} is not writable "
+                f"(make it writable, or {fix})."
             )
 
     def stat(self, name: str) -> ObjectInfo | None:

@@ -6,8 +6,14 @@ from django.core.exceptions import SuspiciousFileOperation
 
 
 class ConfigurationError(Exception):
-    """The run cannot start: a bad option or setting, a missing bucket, refused credentials.
-    Nothing has been written when it is raised."""
+    """The run cannot start: a bad option or setting, a database that cannot be read, a missing
+    bucket, refused credentials, a destination folder that cannot be written. Nothing has been
+    written when it is raised."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (a driver's message may span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class RowError(Exception):

@@ -20,7 +20,8 @@ from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import DatabaseError, OperationalError, transaction
 
 from .conf import Conf, get_conf
-from .deletion import DeletionLedger
+from .database import check_database
+from .deletion import DeletedCallback, DeletionLedger
 from .endpoints import Endpoint, endpoint_for
 from .engine import close_engines, conditional_writes, native_engine
 from .errors import ConfigurationError, UnsafeName
@@ -138,12 +139,13 @@ class Migration:
         rewrite_checksums: bool,
         on_row: ProgressCallback | None,
         on_start: StartCallback | None = None,
+        on_deleted: DeletedCallback | None = None,
     ) -> None:
         self.src, self.dst, self.targets, self.conf = source, destination, targets, conf
         self.dry_run, self.limit = dry_run, limit
         self.overwrite, self.delete_source = overwrite, delete_source
         self.rewrite_checksums = rewrite_checksums
-        self.on_row, self.on_start = on_row, on_start
+        self.on_row, self.on_start, self.on_deleted = on_row, on_start, on_deleted
         self.report = MigrationReport(
             source=source.alias, destination=destination.alias, dry_run=dry_run
         )
@@ -231,12 +233,22 @@ class Migration:
                 self._commit()
             if self.ledger is not None:
                 # Only now: every row that shares a source has had its outcome.
-                self.ledger.delete_sources(
-                    self.src, self.dst, self.targets, self.report.problems.append
+                report = self.report
+                report.deleted, report.bytes_deleted = self.ledger.delete_sources(
+                    self.src,
+                    self.dst,
+                    self.targets,
+                    report.problems.append,
+                    self.on_deleted,
+                    dry_run=self.dry_run,
                 )
-        except BaseException:
-            # Interrupted (Ctrl-C) or failed: queued rows are dropped; the rows whose copies are
-            # already verified are committed, so that the next run does not redo them.
+        except BaseException as exc:
+            # Interrupted (Ctrl-C, SIGTERM) or failed: queued rows are dropped; the rows whose
+            # copies are already verified are committed, so that the next run does not redo
+            # them, and the report of what happened so far goes with the interruption.
+            if isinstance(exc, KeyboardInterrupt):
+                self.report.interrupted = True
+                exc.report = self.report  # type: ignore[attr-defined]
             self._pool.shutdown(wait=False, cancel_futures=True)
             for future in list(self._futures):
                 if future.done() and not future.cancelled() and future.exception() is None:
@@ -372,6 +384,11 @@ class Migration:
         if result.outcome in (COPIED, SKIPPED) and not self.dry_run:
             self._pending.append(result)
         else:
+            if self.dry_run and self.ledger is not None and result.row.source_id is not None:
+                if result.clean:  # what a real run would delete, once it is over
+                    self.ledger.add(result, result.row.source_id, None)
+                else:
+                    self.ledger.taint(result.row.source_id)
             self._release(result)
             self._notify(result)
 
@@ -389,7 +406,9 @@ class Migration:
         key = result.row.key
         waiting = self._waiting.get(key)
         if waiting and resubmit:
-            self._chunk.append((waiting.popleft(), UNKNOWN))  # the key stays busy
+            # In a dry run nothing was written: the next row finds what would have been.
+            would_be = result.dest if self.dry_run and result.outcome in (COPIED, SKIPPED) else None
+            self._chunk.append((waiting.popleft(), would_be or UNKNOWN))  # the key stays busy
             self._waiting_count -= 1
             if not waiting:
                 del self._waiting[key]
@@ -518,6 +537,7 @@ def migrate_storage(
     create_bucket: bool = False,
     on_row: ProgressCallback | None = None,
     on_start: StartCallback | None = None,
+    on_deleted: DeletedCallback | None = None,
 ) -> MigrationReport:
     """Copy every row's file from ``source`` to ``to`` under the same name, verify each copy, then
     update the row's metadata. Raises ConfigurationError before anything is written."""
@@ -537,11 +557,12 @@ def migrate_storage(
         src = endpoint_for(source, conf)
         destructive = (delete_source or overwrite) and not dry_run
         _refuse_one_place(src, dst, probe=False, destructive=destructive)
-        if delete_source and not dry_run:
+        if delete_source:  # a dry run predicts the refusal too
             _refuse_unsafe_deletes(src, dst, limit)
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
-        raise ConfigurationError(str(exc)) from None
+        raise ConfigurationError(str(exc)) from exc
+    check_database(targets)
     src.preflight(as_source=True)
     dst.preflight(as_source=False, create_bucket=create_bucket, dry_run=dry_run)
     if not dry_run:
@@ -554,10 +575,11 @@ def migrate_storage(
         dry_run=dry_run,
         limit=limit,
         overwrite=overwrite,
-        delete_source=delete_source and not dry_run,
+        delete_source=delete_source,
         rewrite_checksums=rewrite_checksums,
         on_row=on_row,
         on_start=on_start,
+        on_deleted=on_deleted,
     )
     return migration.run()
 

@@ -18,9 +18,13 @@ class _Result(Protocol):
 class Progress:
     """A tqdm bar on stderr when it is a terminal (verbosity 1+); at -v 2, a line per row."""
 
-    def __init__(self, command: BaseCommand, verbosity: int, *, enabled: bool) -> None:
+    def __init__(
+        self, command: BaseCommand, verbosity: int, *, enabled: bool, dry_run: bool = False
+    ) -> None:
         self.command = command
         self.verbosity = verbosity
+        # A dry run's lines say what a real run would do.
+        self.words = {"copied": "would copy", "skipped": "would skip"} if dry_run else {}
         self.bar: Any = None
         self.copied_bytes = 0
         self.lines = verbosity >= 2
@@ -41,8 +45,9 @@ class Progress:
         elif self.lines:
             row = result.row
             size = f" ({format_bytes(result.bytes)})" if result.bytes else ""
+            outcome = self.words.get(result.outcome, result.outcome)
             self.command.stderr.write(
-                f"{result.outcome:<17} {row.target.label} pk={row.pk} {row.name!r}{size}"
+                f"{outcome:<17} {row.target.label} pk={row.pk} {row.name!r}{size}"
             )
 
     def close(self) -> None:

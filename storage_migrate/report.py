@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import heapq
 import io
 import itertools
 import json
@@ -27,7 +28,19 @@ SIZE_MISMATCH = "size_mismatch"
 CONFLICT = "conflict"
 ERROR = "error"
 
-MIGRATION_PROBLEMS = (MISSING, UNSAFE_NAME, CHECKSUM_MISMATCH, SIZE_MISMATCH, CONFLICT, ERROR)
+UNVERIFIABLE = "unverifiable"
+MIGRATION_PROBLEMS = (
+    MISSING,
+    UNSAFE_NAME,
+    CHECKSUM_MISMATCH,
+    SIZE_MISMATCH,
+    CONFLICT,
+    UNVERIFIABLE,
+    ERROR,
+)
+# The text form shows this many problems of each kind (the first in primary-key order); the
+# JSON report and the other formats have every one.
+TEXT_PER_KIND = 10
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_CONFIG = 0, 1, 2
 
@@ -216,6 +229,30 @@ class ProblemLog(Sequence[Problem]):
         return f"ProblemLog([{', '.join(map(repr, shown))}{more}])"
 
 
+def _pk_order(problem: Problem) -> tuple[int, Any]:
+    """Primary keys in order: numbers as numbers, anything else (a UUID) as text; orphans (no
+    pk) as they came, which is the listing's order of their names."""
+    pk = problem.pk
+    if pk is None:
+        return (2, 0)
+    if isinstance(pk, int | float):
+        return (0, pk)
+    return (1, str(pk))
+
+
+def _kinds_in_order(counts: Counter[str], order: tuple[str, ...]) -> list[str]:
+    return [k for k in order if counts[k]] + sorted(
+        k for k in counts if counts[k] and k not in order
+    )
+
+
+def _more(count: int, kind: str, limit: int | None, report: str | None) -> list[str]:
+    if limit is None or count <= limit:
+        return []
+    where = f" ({report} has all of them)" if report else " (a report has all of them: --report)"
+    return [f"  ... and {count - limit} more {kind}{where}"]
+
+
 def format_bytes(size: int) -> str:
     value = float(size)
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -223,6 +260,13 @@ def format_bytes(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
+
+
+def rate(size: int, seconds: float) -> str | None:
+    """'12.3 MB/s' (decimal megabytes, as format_bytes), or None when nothing was moved."""
+    if size <= 0 or seconds <= 0:
+        return None
+    return f"{size / seconds / 1_000_000:.1f} MB/s"
 
 
 def _dumps(data: Any) -> str:
@@ -250,6 +294,9 @@ class Report:
     started_at: datetime = field(default_factory=now)
     finished_at: datetime | None = None
     problems: ProblemLog = field(default_factory=ProblemLog)
+    # Why the run could not start (a configuration error, exit 2), for the report file a
+    # pipeline reads: the run did nothing.
+    error: str | None = None
 
     def header(self) -> dict[str, Any]:
         """What the run was asked to do (keys between `command` and `started_at`)."""
@@ -269,6 +316,7 @@ class Report:
             **self.header(),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            **({"error": self.error} if self.error is not None else {}),
             "totals": self.totals,
         }
 
@@ -299,6 +347,14 @@ class Report:
         """Remove the problems' spill file (problems past memory are then gone)."""
         self.problems.close()
 
+    def first_of_kind(self, kind: str, limit: int | None) -> list[Problem]:
+        """The problems of one kind in primary-key order, at most ``limit`` of them (one pass,
+        bounded memory)."""
+        mine = (p for p in self.problems if p.kind == kind)
+        if limit is None:
+            return sorted(mine, key=_pk_order)
+        return heapq.nsmallest(limit, mine, key=_pk_order)
+
     def problems_phrase(self) -> str:
         """'3 problems (2 missing, 1 conflict)'."""
         counts = self.problems.counts()
@@ -318,6 +374,11 @@ class MigrationReport(Report):
     copied: int = 0
     skipped: int = 0
     bytes_copied: int = 0
+    # --delete-source: sources deleted once the run was over (in a dry run: would be).
+    deleted: int = 0
+    bytes_deleted: int = 0
+    # Stopped by Ctrl-C or SIGTERM: the report says what happened until then.
+    interrupted: bool = False
 
     @property
     def failed(self) -> int:
@@ -329,7 +390,12 @@ class MigrationReport(Report):
         return EXIT_PROBLEMS if self.problems else EXIT_OK
 
     def header(self) -> dict[str, Any]:
-        return {"source": self.source, "destination": self.destination, "dry_run": self.dry_run}
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+        }
 
     @property
     def totals(self) -> dict[str, int]:
@@ -340,6 +406,8 @@ class MigrationReport(Report):
             "failed": self.failed,
             "problems": len(self.problems),
             "bytes_copied": self.bytes_copied,
+            "deleted": self.deleted,
+            "bytes_deleted": self.bytes_deleted,
         }
 
     def summary(self) -> str:
@@ -354,17 +422,29 @@ class MigrationReport(Report):
                 f"Copied {plural(self.copied, 'file')} ({format_bytes(self.bytes_copied)}), "
                 f"skipped {self.skipped}"
             )
-        return f"{head}, {problems} in {self.seconds:.1f} s"
+        if self.deleted:
+            verb = "would delete" if self.dry_run else "deleted"
+            head += (
+                f", {verb} {plural(self.deleted, 'source')} ({format_bytes(self.bytes_deleted)})"
+            )
+        if self.interrupted:
+            head = f"Interrupted: {head[0].lower()}{head[1:]}"
+        speed = None if self.dry_run else rate(self.bytes_copied, self.seconds)
+        return f"{head}, {problems} in {self.seconds:.1f} s" + (f" ({speed})" if speed else "")
 
-    def to_text(self) -> str:
+    def to_text(self, limit: int | None = TEXT_PER_KIND, report: str | None = None) -> str:
+        """The summary, then the first ``limit`` problems of each kind in primary-key order
+        (all with None); ``report`` names the file that has all of them, if one was written."""
         lines = [f"{self.source} -> {self.destination}: {self.summary()}"]
-        lines += [p.line() for p in self.problems]
+        counts = self.problems.counts()
+        for kind in _kinds_in_order(counts, MIGRATION_PROBLEMS):
+            lines += [p.line() for p in self.first_of_kind(kind, limit)]
+            lines += _more(counts[kind], kind, limit, report)
         return "\n".join(lines)
 
 
 OK = "ok"
 METADATA_MISMATCH = "metadata_mismatch"
-UNVERIFIABLE = "unverifiable"
 ORPHAN = "orphan"
 VERIFY_PROBLEMS = (
     UNSAFE_NAME,
@@ -377,6 +457,9 @@ VERIFY_PROBLEMS = (
     ORPHAN,
 )
 DEFAULT_FAIL_ON = tuple(k for k in VERIFY_PROBLEMS if k != ORPHAN)
+# What a person should look at, but which the default --fail-on lets pass (or needs --strict).
+NOTICE_PROBLEMS = (UNVERIFIABLE, ORPHAN)
+SUMMARY = "summary"  # the tag of the summary line in VerificationReport.text_lines()
 # Past this many rows, JUnit gets one case per problem and a summary case, not one per row.
 JUNIT_MAX_CASES = 10_000
 
@@ -392,11 +475,16 @@ class VerificationReport(Report):
     rows: int = 0
     ok: int = 0
     downloaded: int = 0
+    bytes_read: int = 0
     unchecked: int = 0
     fixed: int = 0
     fail_on: tuple[str, ...] = DEFAULT_FAIL_ON
     # (model, field, pk, name) of the rows found ok, kept only while JUnit wants one case a row.
     ok_rows: list[tuple[str, str, Any, str]] | None = field(default_factory=list)
+    # The text form: how many problems of each kind it shows (None: all), and the file that has
+    # every one, if one is written.
+    text_limit: int | None = TEXT_PER_KIND
+    report_path: str | None = None
 
     def add_ok(self, model: str, field_name: str, pk: Any, name: str) -> None:
         self.ok += 1
@@ -425,6 +513,7 @@ class VerificationReport(Report):
             "problems": len(self.problems),
             "orphans": self.orphans,
             "downloaded": self.downloaded,
+            "bytes_read": self.bytes_read,
             "unchecked": self.unchecked,
             "fixed": self.fixed,
         }
@@ -436,31 +525,45 @@ class VerificationReport(Report):
         if self.unchecked:
             extra.append(f"{self.unchecked} without a stored checksum")
         if self.downloaded:
-            extra.append(f"{self.downloaded} read to hash")
+            extra.append(f"{self.downloaded} read to hash, {format_bytes(self.bytes_read)}")
         if self.fixed:
             extra.append(f"{self.fixed} rows' metadata fixed")
         tail = f" ({'; '.join(extra)})" if extra else ""
+        speed = rate(self.bytes_read, self.seconds)
         return (
             f"Verified {plural(self.rows, 'row')}{scope} at level {self.level} on "
             f"{self.storage}: {self.ok} ok, {problems}{tail} in {self.seconds:.1f} s"
+            + (f" ({speed})" if speed else "")
         )
 
-    def to_text(self) -> str:
-        lines = [self.summary()]
+    def text_lines(self) -> Iterator[tuple[str, str]]:
+        """to_text()'s lines, each with what it is about: SUMMARY, or its problems' kind."""
+        if self.error is not None:
+            yield SUMMARY, f"verify_files could not start: {self.error}"
+            return
+        yield SUMMARY, self.summary()
         counts = self.problems.counts()
-        for kind in VERIFY_PROBLEMS:
-            if counts[kind]:  # one pass over the problems per kind found, none in memory
-                lines.append(f"{kind} ({counts[kind]}):")
-                lines += [p.line() for p in self.problems if p.kind == kind]
-        return "\n".join(lines)
+        for kind in _kinds_in_order(counts, VERIFY_PROBLEMS):
+            # One pass over the problems per kind found, and the first few in pk order kept.
+            yield kind, f"{kind} ({counts[kind]}):"
+            yield from ((kind, p.line()) for p in self.first_of_kind(kind, self.text_limit))
+            yield from (
+                (kind, line)
+                for line in _more(counts[kind], kind, self.text_limit, self.report_path)
+            )
+
+    def to_text(self) -> str:
+        return "\n".join(line for _, line in self.text_lines())
 
     def to_csv(self) -> str:
         out = io.StringIO()
         columns = ["kind", "model", "field", "pk", "name", "detail", "expected", "actual"]
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
+        if self.error is not None:
+            writer.writerow(["configuration_error", "", "", "", "", csv_safe(self.error), "", ""])
         for p in self.problems:
-            writer.writerow(["" if (value := getattr(p, c)) is None else value for c in columns])
+            writer.writerow(["" if (v := getattr(p, c)) is None else csv_safe(v) for c in columns])
         return out.getvalue()
 
     def to_junit(self) -> str:
@@ -498,9 +601,13 @@ class VerificationReport(Report):
             summary = ET.SubElement(suite, "testcase", classname="verify_files", name="summary")
             ET.SubElement(summary, "system-out").text = self.summary()
             cases += 1
+        if self.error is not None:  # the run could not start: one error case says why
+            case = ET.SubElement(suite, "testcase", classname="verify_files", name="configuration")
+            ET.SubElement(case, "error", type="configuration", message=xml_safe(self.error))
+            cases += 1
         suite.set("tests", str(cases))
         suite.set("failures", str(failures))
-        suite.set("errors", "0")
+        suite.set("errors", "1" if self.error is not None else "0")
         return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 
@@ -510,6 +617,16 @@ _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 def xml_safe(text: str) -> str:
     """Text XML 1.0 can hold: characters it cannot are written as \\xNN escapes."""
     return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+# Everything XML cannot hold, and the other control characters (C0 with tab and line breaks,
+# DEL, C1): a spreadsheet or a terminal acts on them, and a line break splits a row for grep.
+_NOT_CSV = re.compile("[\x00-\x1f\x7f-\x9f\ufffe\uffff\ud800-\udfff]")
+
+
+def csv_safe(value: Any) -> str:
+    """A CSV cell: control characters written as \\xNN escapes, as xml_safe() writes them."""
+    return _NOT_CSV.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 
 
 def _case_name(pk: Any, name: str) -> str:

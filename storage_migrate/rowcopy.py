@@ -181,7 +181,11 @@ class RowCopier:
             # A dry run predicts checksum problems; a hint is enough for a prediction.
             md5 = source.meta_md5 if source.md5 is None else source.md5
             md5 = md5 or self.src.prove_md5(row.name, source)
-            result = self._result(row, COPIED, size=source.size, md5=md5, copied_bytes=source.size)
+            # What the real run would have written: a row that shares the name finds it.
+            written = ObjectInfo(size=source.size, md5=md5, etag=md5, etag_md5=md5, headed=True)
+            result = self._result(
+                row, COPIED, size=source.size, md5=md5, dest=written, copied_bytes=source.size
+            )
             return lambda: result
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
         waiting = start_copy_file(
@@ -236,6 +240,8 @@ class RowCopier:
         stored_md5 = (meta.get("checksum") or "").lower()
         if md5 and stored_md5 and stored_md5 != md5:
             kept = "checksum rewritten" if self.rewrite_checksums else "stored checksum kept"
+            if self.dry_run:
+                kept = "checksum would be rewritten" if self.rewrite_checksums else kept
             result.problems.append(
                 row.problem(
                     CHECKSUM_MISMATCH,
@@ -249,7 +255,8 @@ class RowCopier:
             result.problems.append(
                 row.problem(
                     SIZE_MISMATCH,
-                    "stored size disagrees with the file; size column corrected",
+                    "stored size disagrees with the file; size column "
+                    + ("would be corrected" if self.dry_run else "corrected"),
                     expected=stored_size,
                     actual=size,
                 )

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 from django.core.files.storage import Storage
 
@@ -31,6 +32,36 @@ log = logging.getLogger("storage_migrate")
 LIST_KEYS_PER_ROW = 20
 LIST_MIN_BUDGET = 1000
 _SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5")
+# The preflight's requests (quick_client): 2 attempts, each of at most 5 s to connect and 5 s
+# for an answer, and under 1 s of backoff between them: a store that does not answer fails one
+# request in about 21 s (the README promises well under 30 s).
+QUICK_ATTEMPTS = 2
+QUICK_TIMEOUT = 5.0
+
+
+def _check_endpoint_url(alias: str, url: str | None) -> None:
+    """An endpoint URL must be http(s)://host[:port][/path]; botocore's ValueError would be a
+    traceback."""
+    if not url:
+        return
+    from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
+
+    try:
+        split = urlsplit(url)
+        valid = (
+            split.scheme in ("http", "https")
+            and bool(split.hostname)
+            and (split.port is None or split.port > 0)
+            and bool(is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url))
+        )
+    except ValueError:  # a port that is not a number, a bracket left open
+        valid = False
+    if not valid:
+        raise ConfigurationError(
+            f"Storage {alias!r} has the endpoint URL {strip_userinfo(url)!r}, which is not "
+            "http(s)://host[:port]: check AWS_S3_ENDPOINT_URL or the storage's endpoint_url "
+            "option."
+        )
 
 
 def _parse_timestamp(value: Any) -> Any:
@@ -59,6 +90,7 @@ class S3Endpoint(Endpoint):
                 f"Storage {alias!r} has no bucket name (set AWS_STORAGE_BUCKET_NAME "
                 "or the storage's bucket_name option)."
             )
+        _check_endpoint_url(alias, self.s3storage.endpoint_url)
         params = self.s3storage.get_object_parameters("")
         # With KMS or customer-key encryption an ETag is not the MD5 of the bytes.
         self.etag_is_md5 = not (
@@ -114,8 +146,14 @@ class S3Endpoint(Endpoint):
     @cached_property
     def quick_client(self) -> S3Client:
         """A client that gives up soon (the preflight), and whose requests can be caught
-        before they are sent (the native engine's address probe) without touching ``client``."""
-        return self._client(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5)
+        before they are sent (the native engine's address probe) without touching ``client``.
+        Its bound holds whatever the copy's CONNECT_TIMEOUT, READ_TIMEOUT and MAX_ATTEMPTS."""
+        return self._client(
+            # botocore's "max_attempts" counts retries; "total_max_attempts" counts requests.
+            retries={"total_max_attempts": QUICK_ATTEMPTS, "mode": "standard"},
+            connect_timeout=min(self.conf.CONNECT_TIMEOUT, QUICK_TIMEOUT),
+            read_timeout=min(self.conf.READ_TIMEOUT, QUICK_TIMEOUT),
+        )
 
     @cached_property
     def client(self) -> S3Client:
@@ -158,20 +196,20 @@ class S3Endpoint(Endpoint):
                 raise ConfigurationError(
                     f"Bucket {self.bucket!r} of storage {self.alias!r} does not exist at "
                     f"{where}: create it{hint}."
-                ) from None
+                ) from exc
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise ConfigurationError(
                     f"S3 refused the credentials of storage {self.alias!r} for bucket "
                     f"{self.bucket!r} at {where} ({code or status}): check AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY."
-                ) from None
+                ) from exc
             raise ConfigurationError(
                 f"Bucket {self.bucket!r} of storage {self.alias!r} at {where}: {code or status}."
-            ) from None
+            ) from exc
         except BotoCoreError as exc:
             raise ConfigurationError(
                 f"Cannot reach S3 for storage {self.alias!r} at {where}: {exc}"
-            ) from None
+            ) from exc
 
     # None until the preflight of a destination has asked the store.
     conditional_writes: bool | None = None

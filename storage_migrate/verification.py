@@ -18,6 +18,7 @@ from django.db import Error, connection, transaction
 from django.db.models import QuerySet
 
 from .conf import Conf, get_conf
+from .database import check_database
 from .endpoints import Endpoint, ObjectInfo, alias_of, endpoint_for, endpoint_for_storage
 from .errors import ConfigurationError, RowError, UnsafeName
 from .hashing import digest_stream
@@ -54,7 +55,8 @@ WRITE_ERRORS = (Error, ValueError, OverflowError)
 
 @dataclass
 class CheckResult:
-    """One row's outcome (ok or a problem kind), what it cost, and the columns to fix."""
+    """One row's outcome (ok or a problem kind), what it cost (``bytes``: read to hash it),
+    and the columns to fix."""
 
     row: Row
     outcome: str
@@ -229,6 +231,8 @@ class Verification:
             result.downloaded = True
         elif self._needs_md5(endpoint, row, info, stored_md5):
             info, actual_md5, result.downloaded = self._md5(endpoint, row.name, info, stored_md5)
+        if result.downloaded:
+            result.bytes = info.size  # a read's info has the size of the bytes it hashed
         size_ok = self.level == "exists" or stored_size is None or stored_size == info.size
         if not size_ok:
             detail = "stored size disagrees with the file"
@@ -404,6 +408,7 @@ class Verification:
         report = self.report
         report.rows += 1
         report.downloaded += int(result.downloaded)
+        report.bytes_read += result.bytes
         report.unchecked += int(result.unchecked)
         row = result.row
         if result.problem is not None:
@@ -522,7 +527,8 @@ def verify_files(
         if storage is not None:
             endpoint_for(storage, conf)  # an unknown alias is an error before anything runs
     except ImproperlyConfigured as exc:
-        raise ConfigurationError(str(exc)) from None
+        raise ConfigurationError(str(exc)) from exc
+    check_database(targets)  # before the storages' preflights, which Verification.run makes
     verification = Verification(
         targets,
         conf,

@@ -33,6 +33,8 @@ def test_local_to_s3_copies_verifies_and_updates_rows(s3_bucket: str, media_root
         "failed": 0,
         "problems": 0,
         "bytes_copied": sum(len(b) for b in before.values()),
+        "deleted": 0,
+        "bytes_deleted": 0,
     }
     for row in FileManager.objects.all():
         data = before[row.pk]

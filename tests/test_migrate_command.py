@@ -28,6 +28,7 @@ REPORT_KEYS = {
     "source",
     "destination",
     "dry_run",
+    "interrupted",
     "started_at",
     "finished_at",
     "totals",
@@ -100,7 +101,7 @@ def test_text_summary_and_problem_line(s3_bucket: str, rows: dict[str, FileManag
     assert len(lines) == 2, out
     assert re.fullmatch(
         rf"local -> s3: Copied 3 files \(1\.0 kB\), skipped 0, 1 problem \(1 missing\) "
-        rf"in {SECONDS}",
+        rf"in {SECONDS} \(\d+\.\d MB/s\)",
         lines[0],
     ), lines[0]
     gone = rows["gone"]
@@ -124,7 +125,9 @@ def test_clean_run_exits_zero_and_second_run_skips(
     rows["gone"].delete()
     out, _ = run("--to", "s3")
     assert re.fullmatch(
-        rf"local -> s3: Copied 3 files \(1\.0 kB\), skipped 0, 0 problems in {SECONDS}\n", out
+        rf"local -> s3: Copied 3 files \(1\.0 kB\), skipped 0, 0 problems in {SECONDS} "
+        r"\(\d+\.\d MB/s\)\n",
+        out,
     ), out
 
     out, _ = run("--to", "s3")
@@ -170,6 +173,8 @@ def test_json_is_one_document_with_totals_and_problems(
         "failed": 1,
         "problems": 1,
         "bytes_copied": 1000,
+        "deleted": 0,
+        "bytes_deleted": 0,
     }
     gone = rows["gone"]
     assert report["problems"] == [
@@ -211,6 +216,8 @@ def test_report_file_is_json_when_stdout_is_text(
         "failed": 1,
         "problems": 1,
         "bytes_copied": 1000,
+        "deleted": 0,
+        "bytes_deleted": 0,
     }
     assert [p["kind"] for p in report["problems"]] == ["missing"]
 
@@ -367,6 +374,8 @@ def test_limit_processes_that_many_rows(s3_bucket: str, rows: dict[str, FileMana
         "failed": 0,
         "problems": 0,
         "bytes_copied": 300,
+        "deleted": 0,
+        "bytes_deleted": 0,
     }
     assert bucket_keys(s3_bucket) == sorted([str(rows["a"].file.name), str(rows["b"].file.name)])
     for key in ("a", "b"):

@@ -98,6 +98,8 @@ def test_to_s3_skip_and_back_to_local(
         "failed": 0,
         "problems": 0,
         "bytes_copied": sum(len(d) for d in contents.values()),
+        "deleted": 0,
+        "bytes_deleted": 0,
     }
     s3 = s3_client(moto_endpoint)
     assert bucket_keys(s3, http_bucket) == sorted(str(r.file.name) for r in rows.values())
@@ -135,6 +137,8 @@ def test_to_s3_skip_and_back_to_local(
         "failed": 0,
         "problems": 0,
         "bytes_copied": 0,
+        "deleted": 0,
+        "bytes_deleted": 0,
     }
     assert sources(media_root) == before
 
@@ -171,7 +175,7 @@ def test_missing_source_file_exits_one(
     status, report, stderr = run_json(manage_py, "--to", "s3")
 
     assert status == 1
-    assert stderr.strip() == "CommandError: 1 problem(s); see the report."
+    assert stderr.strip() == "CommandError: 1 problem(s)."  # no report was written
     assert "Traceback" not in stderr
     assert report["totals"] == {
         "rows": 2,
@@ -180,6 +184,8 @@ def test_missing_source_file_exits_one(
         "failed": 1,
         "problems": 1,
         "bytes_copied": len(b"still here"),
+        "deleted": 0,
+        "bytes_deleted": 0,
     }
     assert report["problems"] == [
         {

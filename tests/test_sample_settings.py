@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,8 @@ import pytest
 from django.core.files.storage import FileSystemStorage, default_storage, storages
 from storages.backends.s3 import S3Storage
 
-from tests.conftest import REPO
+from tests.conftest import MANAGE, REPO
+from tests.settings import TEST_ENV
 
 SETTINGS_FILE = REPO / "sample_project" / "shams_vision" / "settings.py"
 
@@ -76,9 +80,6 @@ def test_empty_endpoint_means_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dotenv_file_next_to_manage_py_is_read(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     project = tmp_path / "project"
     (project / "shams_vision").mkdir(parents=True)
     (project / "shams_vision" / "settings.py").write_text(SETTINGS_FILE.read_text())
@@ -87,7 +88,7 @@ def test_dotenv_file_next_to_manage_py_is_read(tmp_path: Path) -> None:
         "import runpy, sys; c = runpy.run_path(sys.argv[1]);"
         "print(c['USE_S3_STORAGE'], c['AWS_STORAGE_BUCKET_NAME'])"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k not in {"USE_S3_STORAGE"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"USE_S3_STORAGE"}}
     env.pop("AWS_STORAGE_BUCKET_NAME", None)
     out = subprocess.run(
         [sys.executable, "-c", code, str(project / "shams_vision" / "settings.py")],
@@ -134,3 +135,74 @@ def test_storage_classes_follow_the_switch(default_storage_is: Any) -> None:
     assert isinstance(wrapped(), S3Storage)
     assert isinstance(storages["local"], FileSystemStorage)
     assert isinstance(storages["s3"], S3Storage)
+
+
+# A bad variable: one line naming it and what it must be, exit 2, never a traceback (and never
+# the DATABASE_URL itself, which may hold a password).
+BAD_ENVIRONMENTS = [
+    ({"DATABASE_URL": "garbage"}, "DATABASE_URL must be a database URL"),
+    ({"DATABASE_URL": "http://secret@example.com/x"}, "DATABASE_URL must be a database URL"),
+    ({"DATABASE_URL": "postgres://u:secret@h:port/db"}, "DATABASE_URL must be a database URL"),
+    ({"DATABASE_URL": "postgres://u:secret@h:5432"}, "DATABASE_URL must end with a database name"),
+    ({"DATABASE_URL": "mysql2://secret@x"}, "DATABASE_URL must name a database whose driver"),
+    (
+        {"STORAGE_MIGRATE_MULTIPART_THRESHOLD": "big"},
+        "STORAGE_MIGRATE_MULTIPART_THRESHOLD must be a whole number of bytes",
+    ),
+    ({"STORAGE_MIGRATE_MULTIPART_THRESHOLD": ""}, "STORAGE_MIGRATE_MULTIPART_THRESHOLD must be"),
+    ({"USE_S3_STORAGE": "maybe"}, "USE_S3_STORAGE must be True or False (got 'maybe')"),
+    ({"DEBUG": "sometimes"}, "DEBUG must be True or False"),
+]
+BAD_IDS = [next(iter(bad.items()))[1] or "empty" for bad, _ in BAD_ENVIRONMENTS]
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_ENVIRONMENTS, ids=BAD_IDS)
+def test_a_bad_variable_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    bad: dict[str, str],
+    message: str,
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        load_settings(monkeypatch, **bad)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Bad setting: {message}")
+    assert err.count("\n") == 1
+    assert "secret" not in err
+
+
+def manage_py_with(*args: str, **bad: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
+        **TEST_ENV,
+        "DJANGO_SETTINGS_MODULE": "shams_vision.settings",
+        **bad,
+    }
+    return subprocess.run(
+        [sys.executable, str(MANAGE), *args],
+        env=env,
+        cwd=MANAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_ENVIRONMENTS, ids=BAD_IDS)
+def test_manage_py_says_which_variable_is_wrong(bad: dict[str, str], message: str) -> None:
+    result = manage_py_with("migrate_storage", "--to", "s3", **bad)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"Bad setting: {message}")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "secret" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command", [["check"], ["verify_files"], ["migrate", "--noinput"]])
+def test_every_command_stops_on_a_bad_variable(command: list[str]) -> None:
+    result = manage_py_with(*command, DATABASE_URL="mysql2://x")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("Bad setting: DATABASE_URL must name a database")

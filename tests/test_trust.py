@@ -369,7 +369,7 @@ def test_a_destination_replaced_between_commit_and_delete_keeps_the_source(
     row = make("photo.jpg", b"the customer's photo")
     original = deletion_module.DeletionLedger.delete_sources
 
-    def replace_first(self: Any, *args: Any, **kwargs: Any) -> int:
+    def replace_first(self: Any, *args: Any, **kwargs: Any) -> tuple[int, int]:
         s3_client().put_object(Bucket=s3_bucket, Key=row.file.name, Body=b"someone else's")
         return original(self, *args, **kwargs)
 

@@ -110,7 +110,7 @@ def test_a_row_of_another_walked_field_not_yet_clean_keeps_the_file(
     ledger.add(result, ("inode", 1, 2), [1, 2])  # only the scan row is clean
 
     problems: list[Any] = []
-    deleted = ledger.delete_sources(
+    deleted, _ = ledger.delete_sources(
         src, endpoint_for("s3", get_conf()), [scan, preview], problems.append
     )
 
@@ -546,10 +546,10 @@ def test_a_row_swapped_for_another_during_the_run_keeps_the_file(
     walked = FileManager.objects.create(file="file_manager/logo.png")
     real = deletion.DeletionLedger.delete_sources
 
-    def app_meanwhile(self: Any, *args: Any) -> int:
+    def app_meanwhile(self: Any, *args: Any, **kwargs: Any) -> tuple[int, int]:
         FileManager.objects.filter(pk=walked.pk).delete()
         FileManager.objects.create(file="file_manager/logo.png")
-        return int(real(self, *args))
+        return real(self, *args, **kwargs)
 
     monkeypatch.setattr(deletion.DeletionLedger, "delete_sources", app_meanwhile)
 

@@ -27,6 +27,8 @@ from tests.conftest import reset_storages
 pytestmark = pytest.mark.django_db
 
 SECONDS = r"\d+\.\d s"
+RATE = r"( \(\d+\.\d MB/s\))?"  # where bytes were read (on a fast machine possibly 0.0 MB/s)
+READ_RATE = r" \(\d+\.\d MB/s\)"
 EVERY_FIELD = "each field's storage"
 REPORT_KEYS = {
     "command",
@@ -85,7 +87,7 @@ def verify_failing(*args: str, **options: Any) -> tuple[CommandError, str, str]:
 def verify_json(*args: str, **options: Any) -> tuple[int, dict[str, Any]]:
     """(exit status, the report); stdout must be exactly one JSON document."""
     status, out, err = verify(*args, "--format", "json", **options)
-    assert err == ""
+    assert re.fullmatch(rf"Verified [^\n]* in {SECONDS}{RATE}\n", err), err  # the summary line
     report = json.loads(out)
     assert set(report) == REPORT_KEYS
     return status, report
@@ -173,8 +175,8 @@ def test_text_summary_and_problems_grouped_by_kind(rows: dict[str, FileManager])
     lines = out.splitlines()
     assert re.fullmatch(
         r"Verified 4 rows at level checksum on each field's storage: 1 ok, 3 problems "
-        r"\(1 checksum_mismatch, 1 missing, 1 size_mismatch\) \(2 read to hash\) "
-        rf"in {SECONDS}",
+        r"\(1 checksum_mismatch, 1 missing, 1 size_mismatch\) \(2 read to hash, 800 B\) "
+        rf"in {SECONDS}{READ_RATE}",
         lines[0],
     ), lines[0]
     gone, size, checksum = rows["gone"], rows["size"], rows["checksum"]
@@ -199,7 +201,7 @@ def test_several_problems_of_a_kind_share_one_group(
     lines = out.splitlines()
     assert re.fullmatch(
         rf"Verified 3 rows at level checksum on {EVERY_FIELD}: 1 ok, 2 problems \(2 missing\) "
-        rf"\(1 read to hash\) in {SECONDS}",
+        rf"\(1 read to hash, 200 B\) in {SECONDS}{READ_RATE}",
         lines[0],
     ), lines[0]
     assert lines[1] == "missing (2):"
@@ -220,7 +222,7 @@ def test_clean_run_exits_zero(s3_bucket: str, clean: dict[str, FileManager], whe
         label = "local" if where == "local" else EVERY_FIELD
         expected = (
             rf"Verified 3 rows at level checksum on {label}: 3 ok, 0 problems "
-            rf"\(3 read to hash\) in {SECONDS}\n"
+            rf"\(3 read to hash, 1\.0 kB\) in {SECONDS}{READ_RATE}\n"
         )
     assert status == 0
     assert err == ""
@@ -259,14 +261,14 @@ def test_verbosity_two_prints_a_line_per_row(rows: dict[str, FileManager]) -> No
     assert status == 1
     seen = {}
     for text in err.splitlines():
-        match = re.fullmatch(r"(\w+) +core\.FileManager pk=(\d+) '([^']+)'", text)
+        match = re.fullmatch(r"(\w+) +core\.FileManager pk=(\d+) '([^']+)'( \(\d+ B\))?", text)
         assert match, text
-        seen[int(match[2])] = (match[1], match[3])
-    assert seen == {
-        rows["ok"].pk: ("ok", rows["ok"].file.name),
-        rows["size"].pk: ("size_mismatch", rows["size"].file.name),
-        rows["checksum"].pk: ("checksum_mismatch", rows["checksum"].file.name),
-        rows["gone"].pk: ("missing", rows["gone"].file.name),
+        seen[int(match[2])] = (match[1], match[3], match[4])
+    assert seen == {  # with the bytes read to hash the file, where it was read
+        rows["ok"].pk: ("ok", rows["ok"].file.name, " (100 B)"),
+        rows["size"].pk: ("size_mismatch", rows["size"].file.name, None),
+        rows["checksum"].pk: ("checksum_mismatch", rows["checksum"].file.name, " (700 B)"),
+        rows["gone"].pk: ("missing", rows["gone"].file.name, None),
     }
     assert out.startswith("Verified 4 rows at level checksum")
 
@@ -291,6 +293,7 @@ def test_json_is_one_document_with_exact_totals(rows: dict[str, FileManager]) ->
         "problems": 3,
         "orphans": 0,
         "downloaded": 2,  # the clean row and the checksum mismatch were read and hashed
+        "bytes_read": 800,
         "unchecked": 0,
         "fixed": 0,
     }
@@ -347,6 +350,7 @@ def test_json_on_s3_after_migration(s3_bucket: str, clean: dict[str, FileManager
         "problems": 2,
         "orphans": 0,
         "downloaded": 0,  # the ETags are the MD5s
+        "bytes_read": 0,
         "unchecked": 0,
         "fixed": 0,
     }
@@ -387,7 +391,7 @@ def test_csv_header_and_one_row_per_problem(rows: dict[str, FileManager], media_
     status, out, err = verify("--format", "csv", "--orphans")
 
     assert status == 1
-    assert err == ""
+    assert re.fullmatch(r"Verified 5 rows [^\n]*\n", err), err  # the summary line, on stderr
     parsed = list(csv.reader(io.StringIO(out)))
     assert parsed[0] == CSV_HEADER
     size, checksum, gone = rows["size"], rows["checksum"], rows["gone"]
@@ -426,7 +430,7 @@ def test_junit_a_case_per_row_and_a_failure_per_problem(
     status, out, err = verify("--format", "junit", "--orphans")
 
     assert status == 1
-    assert err == ""
+    assert re.fullmatch(r"Verified 4 rows [^\n]*\n", err), err  # the summary line, on stderr
     suite = junit(out)
     cases = suite.findall("testcase")
     failures = suite.findall("testcase/failure")
@@ -483,7 +487,7 @@ def test_junit_many_rows_a_case_per_problem_and_a_summary(
     assert [(c.get("classname"), c.get("name")) for c in summary] == [("verify_files", "summary")]
     assert re.fullmatch(
         rf"Verified 4 rows at level checksum on {EVERY_FIELD}: 3 ok, 1 problem \(1 missing\) "
-        rf"\(3 read to hash\) in {SECONDS}",
+        rf"\(3 read to hash, 1\.0 kB\) in {SECONDS}{READ_RATE}",
         str(summary[0].findtext("system-out")),
     )
 
@@ -503,8 +507,8 @@ def test_output_writes_the_report_and_one_summary_line(
     assert out == ""
     summary = (
         rf"Verified 4 rows at level checksum on {EVERY_FIELD}: 1 ok, 3 problems "
-        r"\(1 checksum_mismatch, 1 missing, 1 size_mismatch\) \(2 read to hash\) "
-        rf"in {SECONDS}\n"
+        r"\(1 checksum_mismatch, 1 missing, 1 size_mismatch\) \(2 read to hash, 800 B\) "
+        rf"in {SECONDS}{READ_RATE}\n"
     )
     assert re.fullmatch(summary, err), err
     written = path.read_text(encoding="utf-8")
@@ -730,10 +734,10 @@ def test_sample_checks_that_many_rows(s3_bucket: str, media_root: Path, where: s
 
     status, out, _ = verify("--storage", where, "--sample", "2")
     assert status == 0
-    read = r" \(2 read to hash\)" if where == "local" else ""
+    read, speed = (r" \(2 read to hash, 26 B\)", READ_RATE) if where == "local" else ("", "")
     assert re.fullmatch(
         rf"Verified 2 rows \(a random sample of at most 2 a field\) at level checksum on "
-        rf"{where}: 2 ok, 0 problems{read} in {SECONDS}\n",
+        rf"{where}: 2 ok, 0 problems{read} in {SECONDS}{speed}\n",
         out,
     ), out
 
@@ -775,6 +779,7 @@ def test_levels(s3_bucket: str, clean: dict[str, FileManager], where: str) -> No
         "problems": 0,
         "orphans": 0,
         "downloaded": 0,
+        "bytes_read": 0,
         "unchecked": 0,
         "fixed": 0,
     }
@@ -797,6 +802,7 @@ def test_levels(s3_bucket: str, clean: dict[str, FileManager], where: str) -> No
     assert problems[c.pk]["actual"] == md5(same_size_other_bytes(CHARLIE))
     # Local files are read to hash them; S3's ETags are their MD5s. A size mismatch is not read.
     assert report["totals"]["downloaded"] == (2 if where == "local" else 0)
+    assert report["totals"]["bytes_read"] == (800 if where == "local" else 0)
 
     status, report = verify_json(*args, "--level", "deep")
     assert status == 1
@@ -805,6 +811,7 @@ def test_levels(s3_bucket: str, clean: dict[str, FileManager], where: str) -> No
         c.pk: "checksum_mismatch",
     }
     assert report["totals"]["downloaded"] == 3
+    assert report["totals"]["bytes_read"] == 1000
     assert a.pk not in {p["pk"] for p in report["problems"]}
 
 
@@ -848,10 +855,10 @@ def test_strict_makes_a_blank_checksum_unverifiable(
     status, out, _ = verify(*args, "--strict")
     assert status == 1
     lines = out.splitlines()
-    read = "; 2 read to hash" if where == "local" else ""
+    read, speed = ("; 2 read to hash, 800 B", READ_RATE) if where == "local" else ("", "")
     assert re.fullmatch(
         rf"Verified 3 rows at level checksum on {where}: 2 ok, 1 problem \(1 unverifiable\) "
-        rf"\(1 without a stored checksum{read}\) in {SECONDS}",
+        rf"\(1 without a stored checksum{read}\) in {SECONDS}{speed}",
         lines[0],
     ), lines[0]
     assert lines[1:] == [

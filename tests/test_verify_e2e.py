@@ -40,6 +40,7 @@ CLEAN_TOTALS = {
     "problems": 0,
     "orphans": 0,
     "downloaded": 0,
+    "bytes_read": 0,
     "unchecked": 0,
     "fixed": 0,
 }
@@ -64,14 +65,16 @@ def verify(manage_py: ManagePy, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def verify_json(manage_py: ManagePy, *args: str) -> tuple[int, dict[str, Any], str]:
-    """(exit status, the JSON report on stdout, stderr)."""
+    """(exit status, the JSON report on stdout, stderr after its first line: the summary)."""
     result = verify(manage_py, *args, "--format", "json")
     try:
         report = json.loads(result.stdout)  # the whole of stdout is one document
     except json.JSONDecodeError:
         pytest.fail(f"stdout is not one JSON document:\n{result.stdout}\n{result.stderr}")
     assert report["command"] == "verify_files"
-    return result.returncode, report, result.stderr
+    summary, _, rest = result.stderr.partition("\n")
+    assert re.fullmatch(rf"Verified \d+ rows? [^\n]* in {SECONDS}( \(\d+\.\d MB/s\))?", summary)
+    return result.returncode, report, rest
 
 
 def junit_cases(path: Path) -> dict[str, str | None]:
@@ -130,6 +133,7 @@ def test_verify_after_migration_end_to_end(
     assert status == 0, stderr
     assert report["storage"] == "each field's storage"
     assert report["totals"]["downloaded"] == len(CONTENTS)
+    assert report["totals"]["bytes_read"] == sum(len(data) for data in CONTENTS.values())
     assert sorted((p["kind"], p["pk"]) for p in report["problems"]) == sorted(
         ("metadata_mismatch", row.pk) for row in rows.values()
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import dj_database_url
 from decouple import AutoConfig, Csv
@@ -13,16 +17,76 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Looks for a .env file next to manage.py; real environment variables take precedence.
 config = AutoConfig(search_path=str(BASE_DIR))
 
+T = TypeVar("T")
+
+DATABASE_URL_FORMS = "sqlite:////ABS/PATH/db.sqlite3 or postgres://USER:PASSWORD@HOST:5432/NAME"
+# The module each database backend imports, and how to install it.
+DATABASE_DRIVERS = {
+    "postgresql": (("psycopg", "psycopg2"), "pip install 'psycopg[binary]'"),
+    "postgis": (("psycopg", "psycopg2"), "pip install 'psycopg[binary]'"),
+    "mysql": (("MySQLdb",), "pip install mysqlclient"),
+    "oracle": (("oracledb", "cx_Oracle"), "pip install oracledb"),
+}
+
+
+def bad_setting(message: str) -> NoReturn:
+    """Say in one line which variable is wrong and what it must be, and exit 2.
+
+    Settings run at import, where Django would turn any exception into a traceback; these are
+    the project's own settings, so stopping the process here is theirs to do."""
+    sys.stderr.write(f"Bad setting: {message}\n")
+    raise SystemExit(2)
+
+
+def env(name: str, default: T, cast: Callable[[str], T], must_be: str) -> T:
+    """A variable from the environment (or .env), cast, or a one-line error naming it."""
+    try:
+        return config(name, default=default, cast=cast)  # type: ignore[no-any-return]
+    except ValueError:
+        bad_setting(f"{name} must be {must_be} (got {config(name)!r}).")
+
 
 def database_from_url(url: str) -> dict[str, Any]:
-    """Parse DATABASE_URL; ``sqlite:///ABS/PATH`` (three slashes) is an absolute path too."""
+    """Parse DATABASE_URL; ``sqlite:///ABS/PATH`` (three slashes) is an absolute path too.
+
+    The value is never echoed: it may hold a password."""
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         url = "sqlite:////" + url[len("sqlite:///") :]
-    return dict(dj_database_url.parse(url, conn_max_age=0))
+    try:
+        db: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=0))
+    except dj_database_url.UnknownSchemeError:
+        scheme = urlsplit(url).scheme
+        got = f"its scheme {scheme + '://'!r} names no database" if scheme else "it has no scheme"
+        bad_setting(f"DATABASE_URL must be a database URL like {DATABASE_URL_FORMS} ({got}).")
+    except ValueError:  # dj_database_url.ParseError, or a port that is not a number
+        bad_setting(
+            f"DATABASE_URL must be a database URL like {DATABASE_URL_FORMS} (it does not parse: "
+            "is the port a number? write special characters in the password as %XX)."
+        )
+    engine = str(db.get("ENGINE", ""))
+    modules, install = DATABASE_DRIVERS.get(
+        engine.rsplit(".", 1)[-1], ((engine,), f"install the package of {engine}")
+    )
+    if not any(_importable(module) for module in modules):
+        bad_setting(
+            f"DATABASE_URL must name a database whose driver is installed ({engine}: {install})."
+        )
+    if not engine.endswith(("sqlite3", "spatialite")) and not (
+        db.get("NAME") or db.get("OPTIONS", {}).get("service")
+    ):
+        bad_setting(f"DATABASE_URL must end with a database name, like {DATABASE_URL_FORMS}.")
+    return db
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a missing parent package
+        return False
 
 
 SECRET_KEY = config("SECRET_KEY", default="django-insecure-sample-project-only")
-DEBUG = config("DEBUG", default=True, cast=bool)
+DEBUG = env("DEBUG", True, bool, "True or False")
 ALLOWED_HOSTS = config("ALLOWED_HOSTS", default="localhost,127.0.0.1", cast=Csv())
 
 INSTALLED_APPS = [
@@ -82,7 +146,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Files -------------------------------------------------------------------------------------
 
-USE_S3_STORAGE = config("USE_S3_STORAGE", default=False, cast=bool)
+USE_S3_STORAGE = env("USE_S3_STORAGE", False, bool, "True or False")
 MEDIA_ROOT = config("MEDIA_ROOT", default=str(BASE_DIR / "media"))
 
 AWS_ACCESS_KEY_ID = config("AWS_ACCESS_KEY_ID", default="")
@@ -91,7 +155,7 @@ AWS_STORAGE_BUCKET_NAME = config("AWS_STORAGE_BUCKET_NAME", default="")
 AWS_S3_REGION_NAME = config("AWS_S3_REGION_NAME", default="us-east-1")
 AWS_S3_ENDPOINT_URL = config("AWS_S3_ENDPOINT_URL", default="") or None
 AWS_S3_CUSTOM_DOMAIN = config("AWS_S3_CUSTOM_DOMAIN", default="") or None
-AWS_QUERYSTRING_AUTH = config("AWS_QUERYSTRING_AUTH", default=True, cast=bool)
+AWS_QUERYSTRING_AUTH = env("AWS_QUERYSTRING_AUTH", True, bool, "True or False")
 AWS_LOCATION = config("AWS_LOCATION", default="").strip("/")
 AWS_S3_SIGNATURE_VERSION = "s3v4"
 AWS_S3_FILE_OVERWRITE = False
@@ -124,8 +188,11 @@ MEDIA_URL = s3_media_url() if USE_S3_STORAGE else "/media/"
 
 # django-storage-migrate (every key is optional; see its README).
 STORAGE_MIGRATE = {
-    "MULTIPART_THRESHOLD": config(
-        "STORAGE_MIGRATE_MULTIPART_THRESHOLD", default=64 * 1024 * 1024, cast=int
+    "MULTIPART_THRESHOLD": env(
+        "STORAGE_MIGRATE_MULTIPART_THRESHOLD",
+        64 * 1024 * 1024,
+        int,
+        "a whole number of bytes, such as 67108864 for 64 MiB",
     ),
     # "auto" (the native engine where it can serve the storage), "native" or "boto3".
     "ENGINE": config("STORAGE_MIGRATE_ENGINE", default="auto"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,13 @@ from storage_migrate.commandline import (
     run_with_progress,
 )
 from storage_migrate.migration import migrate_storage
-from storage_migrate.report import EXIT_CONFIG, EXIT_PROBLEMS, MigrationReport
+from storage_migrate.report import (
+    EXIT_CONFIG,
+    EXIT_PROBLEMS,
+    MigrationReport,
+    Problem,
+    format_bytes,
+)
 
 
 class Command(ExitTwoOnBadOptions, BaseCommand):
@@ -66,7 +74,8 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         parser.add_argument(
             "--delete-source",
             action="store_true",
-            help="Delete each source file after its copy is verified and its row committed.",
+            help="Once the run is over, delete each source whose copy is verified and whose rows "
+            "were all committed clean (local disk and S3 only; not with --limit).",
         )
         parser.add_argument(
             "--rewrite-checksums",
@@ -111,8 +120,22 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             delete_source=options["delete_source"],
             rewrite_checksums=options["rewrite_checksums"],
             create_bucket=options["create_bucket"],
+            on_deleted=self.deletion_line(verbosity, options["dry_run"]),
+            on_interrupt=lambda partial: self.finish(partial, report_path, options),
+            on_config_error=lambda message: self.write_error(message, report_path, options),
         )
+        self.finish(report, report_path, options)
+        if report.exit_code:
+            where = f"; the report has all of them: {report_path}" if report_path else ""
+            raise CommandError(
+                f"{len(report.problems)} problem(s){where}.", returncode=EXIT_PROBLEMS
+            )
 
+    def finish(
+        self, report: MigrationReport, report_path: Path | None, options: dict[str, Any]
+    ) -> None:
+        """Write --report and print the summary: of the whole run, or of an interrupted one."""
+        verbosity = int(options["verbosity"])
         if report_path is not None:
             try:
                 with report_path.open("w", encoding="utf-8") as out:  # streamed, not built
@@ -124,17 +147,41 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
                     f"Could not write the report to {report_path}: {exc}",
                     returncode=EXIT_CONFIG,
                 ) from None
-        self.render(report, options["format"], verbosity)
-        if report.exit_code:
-            raise CommandError(
-                f"{len(report.problems)} problem(s); see the report.", returncode=EXIT_PROBLEMS
-            )
+        self.render(report, options["format"], verbosity, report_path)
 
-    def render(self, report: MigrationReport, fmt: str, verbosity: int) -> None:
+    def write_error(self, message: str, report_path: Path | None, options: dict[str, Any]) -> None:
+        """The run could not start: --report says why, for a pipeline that shows it."""
+        if report_path is None:
+            return
+        report = MigrationReport(
+            source=options["source"] or "",
+            destination=options["to"],
+            dry_run=options["dry_run"],
+            error=message,
+        )
+        report.finished_at = report.started_at
+        with contextlib.suppress(OSError), report_path.open("w", encoding="utf-8") as out:
+            report.write_json(out)
+            out.write("\n")
+
+    def deletion_line(self, verbosity: int, dry_run: bool) -> Callable[[Problem, int], None]:
+        """At -v 2, a line on stderr per source deleted (in a dry run: that would be)."""
+        verb = "would delete" if dry_run else "deleted"
+
+        def said(row: Problem, size: int) -> None:
+            if verbosity >= 2:
+                where = f"{row.model} pk={row.pk}"
+                self.stderr.write(f"{verb:<17} {where} {row.name!r} ({format_bytes(size)})")
+
+        return said
+
+    def render(
+        self, report: MigrationReport, fmt: str, verbosity: int, written: Path | None = None
+    ) -> None:
         if fmt == "json":
             self.stdout.write(report.to_json())
         elif verbosity >= 1:
-            self.stdout.write(report.to_text())
+            self.stdout.write(report.to_text(report=str(written) if written else None))
         else:
             for problem in report.problems:
                 self.stdout.write(problem.line())

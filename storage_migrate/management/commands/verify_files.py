@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.core.management.color import Style
 
 from storage_migrate.commandline import (
     ExitTwoOnBadOptions,
@@ -15,7 +17,10 @@ from storage_migrate.commandline import (
 )
 from storage_migrate.report import (
     DEFAULT_FAIL_ON,
+    EXIT_CONFIG,
     EXIT_PROBLEMS,
+    NOTICE_PROBLEMS,
+    SUMMARY,
     VERIFY_PROBLEMS,
     VerificationReport,
 )
@@ -96,11 +101,21 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         if output is not None:
             check_writable(output, "--output")
         fail_on = tuple(k.strip() for k in str(options["fail_on"]).split(",") if k.strip())
+        if not fail_on:  # an empty list would never fail: a typo must not pass a pipeline
+            raise CommandError(
+                f"--fail-on needs at least one problem kind (known: {', '.join(VERIFY_PROBLEMS)})",
+                returncode=EXIT_CONFIG,
+            )
+        interrupted = (
+            "Interrupted; nothing was changed except the --fix-metadata columns already written."
+            if options["fix_metadata"]
+            else "Interrupted; nothing was changed."
+        )
         report = run_with_progress(
             self,
             options,
             verify_files,
-            interrupted="Interrupted; nothing was changed except --fix-metadata columns.",
+            interrupted=interrupted,
             storage=options["storage"],
             models=options["models"],
             level=options["level"],
@@ -110,23 +125,74 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             sample=options["sample"],
             fail_on=fail_on,
             workers=options["workers"],
+            on_config_error=lambda message: write_error(message, output, options),
         )
 
-        rendered = render(report, options["format"])
+        fmt = options["format"]
         if output is not None:
-            output.write_text(rendered + "\n", encoding="utf-8")
-            self.stderr.write(report.summary())
-        elif options["format"] == "text" and verbosity == 0:
+            report.text_limit = None  # a text file has every problem, as the other formats do
+            output.write_text(render(report, fmt) + "\n", encoding="utf-8")  # never coloured
+        elif fmt == "text" and verbosity == 0:  # errors only: the problem lines
+            style = self._colour(self.stdout, options)
             for problem in report.problems:
-                self.stdout.write(problem.line())
+                self.stdout.write(paint(style, report, problem.kind, problem.line()))
+        elif fmt == "text":
+            style = self._colour(self.stdout, options)
+            for tag, text in report.text_lines():
+                self.stdout.write(paint(style, report, tag, text))
         else:
-            self.stdout.write(rendered)
+            self.stdout.write(render(report, fmt))  # a document for a program: never coloured
+        # The summary is the text report's first line; beside any other report it is on stderr.
+        if output is not None or (verbosity >= 1 and fmt != "text"):
+            style = self._colour(self.stderr, options)
+            summary = paint(style, report, SUMMARY, report.summary())
+            self.stderr.write(summary, style_func=_plain)  # not Django's red for all of stderr
         if report.exit_code:
             counts = report.problems.counts()
             failing = sum(counts[kind] for kind in report.fail_on)
             raise CommandError(
                 f"{failing} problem(s) of a --fail-on kind.", returncode=EXIT_PROBLEMS
             )
+
+    def _colour(self, stream: OutputWrapper, options: dict[str, Any]) -> Style | None:
+        """Django's style for a stream that is a terminal, or any with --force-color; None with
+        --no-color or for a pipe or file (self.style alone asks whether sys.stdout is one)."""
+        if options.get("no_color") or not (options.get("force_color") or stream.isatty()):
+            return None
+        return self.style
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def paint(style: Style | None, report: VerificationReport, tag: str, text: str) -> str:
+    """A text report line in Django's colours: problems ERROR, those that need a person's eye
+    but pass by default (unverifiable, orphan) WARNING; the summary SUCCESS without problems,
+    else ERROR when they fail the run, WARNING when not."""
+    if style is None:
+        return text
+    if tag == SUMMARY:
+        if not report.problems:
+            return str(style.SUCCESS(text))
+        return str(style.ERROR(text) if report.exit_code else style.WARNING(text))
+    return str(style.WARNING(text) if tag in NOTICE_PROBLEMS else style.ERROR(text))
+
+
+def write_error(message: str, output: Path | None, options: dict[str, Any]) -> None:
+    """The run could not start: --output says why, in its format (a JUnit error case), so that
+    CI shows it."""
+    if output is None:
+        return
+    report = VerificationReport(
+        storage=options["storage"] or "each field's storage",
+        level=options["level"],
+        sample=options["sample"],
+        error=message,
+    )
+    report.finished_at = report.started_at
+    with contextlib.suppress(OSError):
+        output.write_text(render(report, options["format"]) + "\n", encoding="utf-8")
 
 
 def render(report: VerificationReport, fmt: str) -> str:

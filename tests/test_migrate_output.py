@@ -1,0 +1,237 @@
+"""What migrate_storage says: what --delete-source deleted (and a dry run would), an interrupted
+run's partial report, SIGTERM handled as Ctrl-C."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.base import ContentFile
+
+from core.models import FileManager
+from storage_migrate import migrate_storage
+from storage_migrate.testing import s3_client
+from tests.conftest import MANAGE, ManagePy
+from tests.helpers import make
+
+pytestmark = pytest.mark.django_db
+
+
+def test_delete_source_counts_what_it_deleted_and_a_dry_run_what_it_would(
+    s3_bucket: str, media_root: Path
+) -> None:
+    rows = [make(f"d{i}.txt", b"x" * (10 + i)) for i in range(3)]
+    shared = make("s.txt", b"shared")
+    type(shared).objects.filter(pk=shared.pk).update(
+        file=rows[0].file.name, checksum=rows[0].checksum, file_size=rows[0].file_size
+    )
+    said: list[tuple[Any, int]] = []
+
+    dry = migrate_storage(to="s3", delete_source=True, dry_run=True)
+    real = migrate_storage(
+        to="s3", delete_source=True, on_deleted=lambda row, size: said.append((row.pk, size))
+    )
+
+    assert (dry.deleted, dry.bytes_deleted) == (3, 10 + 11 + 12)
+    assert (real.deleted, real.bytes_deleted) == (3, 10 + 11 + 12)
+    assert real.totals["deleted"] == 3 and real.totals["bytes_deleted"] == 33
+    assert sorted(size for _, size in said) == [10, 11, 12]
+    assert all(not (media_root / r.file.name).exists() for r in rows)
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_each_deletion_is_a_line_at_verbosity_2(
+    s3_bucket: str, media_root: Path, dry_run: bool
+) -> None:
+    import io
+
+    from django.core.management import call_command
+
+    row = make("gone.txt", b"12345")
+    out, err = io.StringIO(), io.StringIO()
+    args = ["--to", "s3", "--delete-source", "--no-progress", "-v", "2"]
+
+    call_command(
+        "migrate_storage", *args, *(["--dry-run"] if dry_run else []), stdout=out, stderr=err
+    )
+
+    verb = "would delete" if dry_run else "deleted"
+    assert f"{verb:<17} core.FileManager pk={row.pk} {row.file.name!r} (5 B)" in err.getvalue()
+    assert (media_root / row.file.name).exists() is dry_run
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_commit_what_was_verified_and_report_it(
+    manage_py: ManagePy,
+    http_bucket: str,
+    moto_endpoint: str,
+    media_root: Path,
+    tmp_path: Path,
+    sig: int,
+    status: int,
+) -> None:
+    """Kubernetes and systemd stop a Job with SIGTERM: handled as Ctrl-C is, and both print
+    the partial summary and write the report, marked as interrupted."""
+    rows = [
+        FileManager.objects.create(file=ContentFile(os.urandom(3000), name=f"t {i}.bin"))
+        for i in range(400)
+    ]
+    report_path = tmp_path / "partial.json"
+    args = ["migrate_storage", "--to", "s3", "--no-progress", "--workers", "2"]
+    s3 = s3_client(moto_endpoint)
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE), *args, "--report", str(report_path)],
+        env=manage_py.env,
+        cwd=MANAGE.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and s3.list_objects_v2(Bucket=http_bucket)["KeyCount"] < 20:
+        time.sleep(0.01)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
+    assert stdout.startswith("local -> s3: Interrupted: copied "), stdout
+    partial = json.loads(report_path.read_text())
+    assert partial["interrupted"] is True
+    committed = {
+        pk: name
+        for pk, name in FileManager.objects.filter(bucket=http_bucket).values_list(
+            "pk", "object_key"
+        )
+    }
+    assert 0 < len(committed) < len(rows)
+    assert partial["totals"]["copied"] >= len(committed)
+    for pk, name in committed.items():
+        body = s3.get_object(Bucket=http_bucket, Key=name)["Body"].read()
+        assert hashlib.md5(body).hexdigest() == FileManager.objects.get(pk=pk).checksum
+
+
+def test_the_text_shows_the_first_problems_of_each_kind_in_pk_order(
+    s3_bucket: str, media_root: Path, tmp_path: Path
+) -> None:
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    rows = [make(f"m{i}.txt", b"x") for i in range(14)]
+    for row in rows:
+        (media_root / row.file.name).unlink()  # all missing
+    out = io.StringIO()
+    report_path = tmp_path / "all.json"
+
+    with pytest.raises(CommandError) as raised:
+        call_command(
+            "migrate_storage",
+            "--to",
+            "s3",
+            "--no-progress",
+            "--report",
+            str(report_path),
+            stdout=out,
+        )
+
+    lines = out.getvalue().splitlines()
+    shown = [line for line in lines if line.startswith("  missing")]
+    assert all(f"pk={r.pk} " in line for r, line in zip(rows[:10], shown, strict=True))
+    assert len(shown) == 10
+    assert lines[-1] == f"  ... and 4 more missing ({report_path} has all of them)"
+    assert len(json.loads(report_path.read_text())["problems"]) == 14
+    assert str(raised.value) == f"14 problem(s); the report has all of them: {report_path}."
+
+
+def test_a_dry_run_predicts_rows_that_share_a_file_and_says_so_in_the_conditional(
+    s3_bucket: str, media_root: Path
+) -> None:
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    first = make("shared.png", b"one avatar")
+    for i in range(4):
+        other = make(f"o{i}.png", b"one avatar")
+        FileManager.objects.filter(pk=other.pk).update(file=first.file.name)
+    make("alone.txt", b"alone")
+    wrong = make("wrong size.txt", b"12345")
+    FileManager.objects.filter(pk=wrong.pk).update(file_size=99)
+    err = io.StringIO()
+    out = io.StringIO()
+
+    with pytest.raises(CommandError):  # the size mismatch: exit 1
+        call_command(
+            "migrate_storage",
+            "--to",
+            "s3",
+            "--dry-run",
+            "--no-progress",
+            "-v",
+            "2",
+            "--format",
+            "json",
+            stdout=out,
+            stderr=err,
+        )
+    dry = json.loads(out.getvalue())
+    real = migrate_storage(to="s3")
+
+    assert dry["totals"]["copied"] == real.copied == 3
+    assert dry["totals"]["skipped"] == real.skipped == 4
+    assert "would copy" in err.getvalue() and "would skip" in err.getvalue()
+    assert " copied " not in err.getvalue()
+    detail = next(p["detail"] for p in dry["problems"] if p["kind"] == "size_mismatch")
+    assert detail.endswith("size column would be corrected")
+
+
+def test_a_configuration_error_is_written_to_the_report_files_too(
+    s3_bucket: str, tmp_path: Path, settings: Any
+) -> None:
+    """A pipeline shows the report file: a run that cannot start says why there as well."""
+    from xml.etree import ElementTree as ET
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    from tests.conftest import reset_storages
+
+    settings.AWS_STORAGE_BUCKET_NAME = "no-such-bucket"
+    reset_storages()
+    report_path, junit = tmp_path / "m.json", tmp_path / "v.xml"
+
+    with pytest.raises(CommandError) as migrating:
+        call_command("migrate_storage", "--to", "s3", "--no-progress", "--report", str(report_path))
+    with pytest.raises(CommandError) as verifying:
+        call_command(
+            "verify_files",
+            "--storage",
+            "nowhere",
+            "--no-progress",
+            "--format",
+            "junit",
+            "--output",
+            str(junit),
+        )
+
+    assert migrating.value.returncode == verifying.value.returncode == 2
+    written = json.loads(report_path.read_text())
+    assert written["error"] == str(migrating.value)
+    assert "no-such-bucket" in written["error"]
+    assert written["totals"]["copied"] == 0 and written["problems"] == []
+    suite = ET.fromstring(junit.read_text())
+    assert suite.get("errors") == "1"
+    error = suite.find("testcase/error")
+    assert error is not None and error.get("message") == str(verifying.value)
