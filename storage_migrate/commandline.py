@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar, cast
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from .errors import ConfigurationError, one_line
+from .errors import ConfigurationError, DatabaseLost, one_line
 from .progress import Progress
 from .report import EXIT_CONFIG
 
@@ -137,6 +137,12 @@ def run_with_progress(
     except ConfigurationError as exc:  # chained: --traceback shows where it started
         if on_config_error is not None:  # a report file says it too, for a pipeline to show
             on_config_error(one_line(exc))
+        raise CommandError(one_line(exc), returncode=EXIT_CONFIG) from exc
+    except DatabaseLost as exc:  # mid-run: what was committed is in the partial report
+        progress.close()
+        report = getattr(exc, "report", None)
+        if report is not None and on_interrupt is not None:
+            on_interrupt(report)
         raise CommandError(one_line(exc), returncode=EXIT_CONFIG) from exc
     except KeyboardInterrupt as exc:
         progress.close()

@@ -16,6 +16,11 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+class DatabaseLost(Exception):
+    """The database went away during a run and did not come back after a few attempts. What
+    was committed until then stays committed; ``report`` is the report of the run so far."""
+
+
 class RowError(Exception):
     """One row's transfer failed; the run goes on. ``kind`` is the report's outcome kind."""
 

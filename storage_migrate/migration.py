@@ -17,14 +17,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
-from django.db import DatabaseError, OperationalError, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, transaction
 
 from .conf import Conf, get_conf
 from .database import check_database
 from .deletion import DeletedCallback, DeletionLedger
 from .endpoints import Endpoint, endpoint_for
 from .engine import close_engines, conditional_writes, native_engine
-from .errors import ConfigurationError, UnsafeName
+from .errors import ConfigurationError, DatabaseLost, UnsafeName
 from .names import key_reason, unsafe_reason
 from .orphans import upload_prefix
 from .places import identity, loose_identity, overlap
@@ -46,6 +46,7 @@ from .rows import (
     RowResult,
     StartCallback,
     log,
+    reconnect,
     rows_by_pk,
     with_files,
 )
@@ -246,9 +247,9 @@ class Migration:
             # Interrupted (Ctrl-C, SIGTERM) or failed: queued rows are dropped; the rows whose
             # copies are already verified are committed, so that the next run does not redo
             # them, and the report of what happened so far goes with the interruption.
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, KeyboardInterrupt | DatabaseLost):
                 self.report.interrupted = True
-                exc.report = self.report  # type: ignore[attr-defined]
+                exc.report = self.report  # type: ignore[union-attr]
             self._pool.shutdown(wait=False, cancel_futures=True)
             for future in list(self._futures):
                 if future.done() and not future.cancelled() and future.exception() is None:
@@ -435,13 +436,14 @@ class Migration:
             try:
                 vanished = self._write_rows(pending)
                 break
-            except OperationalError as exc:  # a deadlock or a lost connection: try again
+            except (OperationalError, InterfaceError) as exc:  # a deadlock, a lost connection
                 if attempt + 1 == COMMIT_ATTEMPTS:
                     detail = f"verified, but its row could not be committed ({exc}); run again"
                     vanished = []
                     for result in pending:
                         self._vanished(result, detail)
                 else:
+                    reconnect(pending[0].row.target.model)  # a lost one is opened again
                     time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
             except DatabaseError:
                 # A value one row's column refuses (DataError, IntegrityError): every row on its

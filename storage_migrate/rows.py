@@ -4,13 +4,16 @@ batches (pk > last, never OFFSET)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from django.db.models import QuerySet
 
 from .endpoints import Fingerprint, ObjectInfo
+from .errors import DatabaseLost
 from .report import COPIED, SKIPPED, Problem
 from .targets import Target
 
@@ -85,13 +88,53 @@ def row_columns(target: Target) -> tuple[str, ...]:
     return ("pk", str(target.field.attname), *target.columns.values())
 
 
+# A batch read that fails for a lost connection is tried this many times, reconnecting between.
+READ_ATTEMPTS = 4
+
+
+def reconnect(model: Any) -> None:
+    """Drop the model's database connection if it is broken, so the next query opens a new one
+    (never inside a transaction the caller holds: that one is the caller's to end)."""
+    from django.db import connections, router
+
+    connection = connections[router.db_for_read(model)]
+    if not connection.in_atomic_block:
+        connection.close()
+
+
+def fetch(model: Any, read: Callable[[], list[Any]]) -> list[Any]:
+    """``read()``, tried again on a fresh connection when the database connection was lost
+    (PostgreSQL restarted, a connection killed); DatabaseLost when it stays away."""
+    from django.db import InterfaceError, OperationalError
+
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return read()
+        except (OperationalError, InterfaceError) as exc:
+            if attempt + 1 == READ_ATTEMPTS:
+                alias = model._meta.app_label
+                raise DatabaseLost(
+                    f"The database went away during the run ({type(exc).__name__}: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else alias}); what "
+                    "was committed stays committed: run the same command again when it is back."
+                ) from exc
+            reconnect(model)
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _first(queryset: QuerySet[Any], count: int) -> list[Any]:
+    return list(queryset[:count])
+
+
 def rows_by_pk(target: Target, batch_size: int) -> Iterator[list[Row]]:
-    """The target's rows with a file, in primary-key batches (pk > last, never OFFSET)."""
+    """The target's rows with a file, in primary-key batches (pk > last, never OFFSET), each
+    batch read again on a fresh connection if the connection was lost."""
     queryset = with_files(target).order_by("pk").values_list(*row_columns(target))
     last = None
     while True:
         page = queryset if last is None else queryset.filter(pk__gt=last)
-        batch = list(page[:batch_size])
+        batch = fetch(target.model, partial(_first, page, batch_size))
         if not batch:
             return
         last = batch[-1][0]

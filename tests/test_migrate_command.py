@@ -287,7 +287,7 @@ def test_missing_bucket_needs_create_bucket(
     assert "--create-bucket" in str(error)
     assert "\n" not in str(error)
     assert out == ""
-    assert not report.exists()
+    assert json.loads(report.read_text())["error"] == str(error)  # the file says why
     assert snapshot() == before
     buckets = {b["Name"] for b in s3_client().list_buckets()["Buckets"]}
     assert missing not in buckets

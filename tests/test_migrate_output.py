@@ -235,3 +235,90 @@ def test_a_configuration_error_is_written_to_the_report_files_too(
     assert suite.get("errors") == "1"
     error = suite.find("testcase/error")
     assert error is not None and error.get("message") == str(verifying.value)
+
+
+@pytest.mark.e2e
+def test_a_connection_killed_mid_run_is_opened_again_and_the_run_finishes(
+    manage_py: ManagePy, http_bucket: str, moto_endpoint: str, media_root: Path
+) -> None:
+    """PostgreSQL's pg_terminate_backend after the first commits: the next batch read (and
+    commit) reconnects, and every row ends migrated."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("pg_terminate_backend is PostgreSQL's (CI runs the suite on PostgreSQL too)")
+    rows = [
+        FileManager.objects.create(file=ContentFile(os.urandom(500), name=f"k {i}.bin"))
+        for i in range(1500)
+    ]
+    args = ["migrate_storage", "--to", "s3", "--no-progress", "--batch-size", "100"]
+    process = subprocess.Popen(
+        [sys.executable, str(MANAGE), *args],
+        env=manage_py.env,
+        cwd=MANAGE.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while (
+        time.monotonic() < deadline and not FileManager.objects.filter(bucket=http_bucket).exists()
+    ):
+        time.sleep(0.01)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        (killed,) = cursor.fetchone()
+    stdout, stderr = process.communicate(timeout=120)
+
+    assert killed >= 1
+    assert process.returncode == 0, stdout + stderr
+    assert FileManager.objects.filter(bucket=http_bucket).count() == len(rows)
+
+
+def test_a_database_that_stays_away_stops_the_run_with_its_report(
+    s3_bucket: str, media_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+    from django.db import OperationalError
+
+    from storage_migrate import rows as rows_module
+
+    for i in range(5):
+        make(f"w{i}.txt", b"w")
+    real_first = rows_module._first
+    calls = {"n": 0}
+
+    def first_then_gone(queryset: Any, count: int) -> list[Any]:
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_first(queryset, count)
+
+    monkeypatch.setattr(rows_module, "_first", first_then_gone)
+    monkeypatch.setattr("storage_migrate.rows.time.sleep", lambda seconds: None)
+    out, report_path = io.StringIO(), tmp_path / "r.json"
+
+    with pytest.raises(CommandError) as raised:
+        call_command(
+            "migrate_storage",
+            "--to",
+            "s3",
+            "--no-progress",
+            "--batch-size",
+            "2",
+            "--report",
+            str(report_path),
+            stdout=out,
+        )
+
+    assert raised.value.returncode == 2
+    assert "database went away" in str(raised.value) and "\n" not in str(raised.value)
+    assert out.getvalue().startswith("local -> s3: Interrupted: copied ")
+    assert json.loads(report_path.read_text())["interrupted"] is True
+    assert calls["n"] == 1 + rows_module.READ_ATTEMPTS

@@ -551,14 +551,19 @@ def test_unwritable_output_path_is_refused(clean: dict[str, FileManager], tmp_pa
     assert (out, err) == ("", "")
 
 
-def test_configuration_error_writes_no_report(
+def test_configuration_error_writes_a_report_that_says_why(
     clean: dict[str, FileManager], tmp_path: Path
 ) -> None:
     path = tmp_path / "report.json"
-    error, out, err = verify_failing("--storage", "nowhere", "--output", str(path))
+    error, out, err = verify_failing(
+        "--storage", "nowhere", "--format", "json", "--output", str(path)
+    )
     assert error.returncode == 2
     assert (out, err) == ("", "")
-    assert not path.exists()
+    # The file a pipeline shows says why the run did nothing.
+    written = json.loads(path.read_text())
+    assert (written["error"], written["problems"]) == (str(error), [])
+    assert written["totals"]["rows"] == 0
 
 
 # --- exit status and --fail-on ----------------------------------------------------------------
