@@ -35,8 +35,8 @@ _SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5")
 # The preflight's requests (quick_client): 2 attempts, each of at most 5 s to connect and 5 s
 # for an answer, and under 1 s of backoff between them: a store that does not answer fails one
 # request in about 21 s (the README promises well under 30 s).
-QUICK_ATTEMPTS = 2
-QUICK_TIMEOUT = 5.0
+QUICK_ATTEMPTS = 3  # a flaky store (a 503, a dropped connection) gets a second retry
+QUICK_TIMEOUT = 3.5  # 3 x (3.5 + 3.5) s and backoff: under 25 s
 
 
 def _check_endpoint_url(alias: str, url: str | None) -> None:

@@ -221,7 +221,7 @@ def test_endpoint_that_never_answers_fails_within_the_bound(
     assert took < 30, took
     assert "Cannot reach S3 for storage 's3'" in line, line
     assert "timeout" in line.lower(), line
-    assert len(accepted) == 2  # two attempts, not botocore's max_attempts + 1
+    assert len(accepted) == 3  # three attempts, not botocore's max_attempts + 1
 
 
 def test_quick_client_bound_ignores_the_copy_settings(settings: Any) -> None:
@@ -234,8 +234,8 @@ def test_quick_client_bound_ignores_the_copy_settings(settings: Any) -> None:
         quick, copy = endpoint.quick_client.meta.config, endpoint.client.meta.config
     finally:
         reset_storages()
-    assert (quick.connect_timeout, quick.read_timeout) == (5.0, 5.0)
-    assert quick.retries["total_max_attempts"] == 2
+    assert (quick.connect_timeout, quick.read_timeout) == (3.5, 3.5)
+    assert quick.retries["total_max_attempts"] == 3
     assert (copy.connect_timeout, copy.read_timeout) == (120.0, 600.0)
 
 
