@@ -250,7 +250,12 @@ ESCAPED = "file_manager/a\\x00b\\x1b[31mred\\x07\\x09c\\x0d\\x0ad\\x7f\\x9be.txt
 
 
 def test_csv_escapes_control_characters(clean: dict[str, FileManager]) -> None:
-    update(clean["a"], file=HOSTILE)
+    from django.db import connection
+
+    hostile, escaped = HOSTILE, ESCAPED
+    if connection.vendor == "postgresql":  # a text column cannot hold a NUL; the rest it can
+        hostile, escaped = HOSTILE.replace("\x00", ""), ESCAPED.replace("\\x00", "")
+    update(clean["a"], file=hostile)
 
     status, out, _ = verify("--format", "csv")
 
@@ -259,10 +264,10 @@ def test_csv_escapes_control_characters(clean: dict[str, FileManager]) -> None:
     rows = list(csv.reader(io.StringIO(out)))
     assert len(rows) == 2  # the header and the one problem: no row split by a line break
     kind, _, _, pk, name, *_ = rows[1]
-    assert (kind, pk, name) == ("unsafe_name", str(clean["a"].pk), ESCAPED)
+    assert (kind, pk, name) == ("unsafe_name", str(clean["a"].pk), escaped)
 
     _, text, _ = verify()  # the text report gives the name's repr(), escaped too
-    assert repr(HOSTILE) in text
+    assert repr(hostile) in text
 
 
 def test_csv_escapes_every_column() -> None:
