@@ -146,6 +146,17 @@ class ManagePy:
             timeout=timeout,
         )
 
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        """The same, in the background (to signal or race it), its output piped."""
+        return subprocess.Popen(
+            [sys.executable, str(MANAGE), *args],
+            env=self.env,
+            cwd=MANAGE.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
 
 @pytest.fixture
 def manage_py(

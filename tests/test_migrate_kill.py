@@ -107,14 +107,7 @@ def test_ctrl_c_commits_what_was_verified_and_exits_130(
     ]
     args = ["migrate_storage", "--to", "s3", "--no-progress", "--workers", "2"]
     s3 = s3_client(moto_endpoint)
-    process = subprocess.Popen(
-        [sys.executable, str(MANAGE), *args],
-        env=manage_py.env,
-        cwd=MANAGE.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = manage_py.start(*args)
     deadline = time.monotonic() + 60
     # Interrupt once some copies are finished (not merely started).
     while time.monotonic() < deadline and s3.list_objects_v2(Bucket=http_bucket)["KeyCount"] < 20:
@@ -225,17 +218,7 @@ def test_two_runs_at_once_corrupt_nothing(
     ]
     sums = {r.pk: r.checksum for r in rows}
     args = ["migrate_storage", "--to", "s3", "--no-progress", "--format", "json"]
-    runs = [
-        subprocess.Popen(
-            [sys.executable, str(MANAGE), *args],
-            env=manage_py.env,
-            cwd=MANAGE.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    runs = [manage_py.start(*args) for _ in range(2)]
     reports = []
     for process in runs:
         stdout, stderr = process.communicate(timeout=300)

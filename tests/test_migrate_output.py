@@ -7,8 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from django.core.files.base import ContentFile
 from core.models import FileManager
 from storage_migrate import migrate_storage
 from storage_migrate.testing import s3_client
-from tests.conftest import MANAGE, ManagePy
+from tests.conftest import ManagePy
 from tests.helpers import make
 
 pytestmark = pytest.mark.django_db
@@ -88,14 +86,7 @@ def test_sigterm_and_ctrl_c_commit_what_was_verified_and_report_it(
     report_path = tmp_path / "partial.json"
     args = ["migrate_storage", "--to", "s3", "--no-progress", "--workers", "2"]
     s3 = s3_client(moto_endpoint)
-    process = subprocess.Popen(
-        [sys.executable, str(MANAGE), *args, "--report", str(report_path)],
-        env=manage_py.env,
-        cwd=MANAGE.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = manage_py.start(*args, "--report", str(report_path))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and s3.list_objects_v2(Bucket=http_bucket)["KeyCount"] < 20:
         time.sleep(0.01)
@@ -252,14 +243,7 @@ def test_a_connection_killed_mid_run_is_opened_again_and_the_run_finishes(
         for i in range(1500)
     ]
     args = ["migrate_storage", "--to", "s3", "--no-progress", "--batch-size", "100"]
-    process = subprocess.Popen(
-        [sys.executable, str(MANAGE), *args],
-        env=manage_py.env,
-        cwd=MANAGE.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = manage_py.start(*args)
     deadline = time.monotonic() + 60
     while (
         time.monotonic() < deadline and not FileManager.objects.filter(bucket=http_bucket).exists()
