@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
+from django.core.management.color import Style
 
 from .errors import ConfigurationError, DatabaseLost, one_line
 from .progress import Progress
-from .report import EXIT_CONFIG
+from .report import EXIT_CONFIG, SUMMARY, Report
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -155,3 +156,32 @@ def run_with_progress(
         progress.close()
         if handler is not None:
             logging.getLogger("storage_migrate").removeHandler(handler)
+
+
+def colour_style(
+    command: BaseCommand, stream: OutputWrapper, options: dict[str, Any]
+) -> Style | None:
+    """Django's style for a stream that is a terminal, or any with --force-color; None with
+    --no-color or for a pipe or file (command.style alone asks whether sys.stdout is one)."""
+    if options.get("no_color") or not (options.get("force_color") or stream.isatty()):
+        return None
+    return command.style
+
+
+def plain(text: str) -> str:
+    """A style_func that leaves the text as it is (Django paints all of stderr ERROR)."""
+    return text
+
+
+def paint(style: Style | None, report: Report, tag: str, text: str) -> str:
+    """A text report line in Django's colours: a problem that fails the run ERROR, one that
+    needs a person's eye but passes (an orphan by default) WARNING; the summary SUCCESS for a
+    clean, whole run, ERROR when the run fails, else (passing problems, interrupted) WARNING."""
+    if style is None:
+        return text
+    if tag == SUMMARY:
+        if report.exit_code:
+            return str(style.ERROR(text))
+        clean = not report.problems and not report.interrupted
+        return str(style.SUCCESS(text) if clean else style.WARNING(text))
+    return str(style.ERROR(text) if report.fails_on(tag) else style.WARNING(text))

@@ -63,6 +63,12 @@ def _read_table(alias: str, target: Target) -> None:
             list(with_files(target).using(alias).values_list(*row_columns(target))[:1])
     except DatabaseError as exc:
         table = target.model._meta.db_table
+        if "locked" in str(exc).lower():  # SQLite: another process holds a write lock
+            raise ConfigurationError(
+                f"Database {alias!r} ({_where(connections[alias])}) is locked by another "
+                f"process ({one_line(exc)}): run again when that process is done, or give "
+                f"settings.DATABASES[{alias!r}]['OPTIONS'] a longer 'timeout'."
+            ) from exc
         raise ConfigurationError(
             f"Database {alias!r} cannot read {target} (table {table}): {one_line(exc)}: "
             f"run manage.py migrate (or check settings.DATABASES[{alias!r}], DATABASE_URL)."

@@ -282,6 +282,9 @@ def _dumps_item(data: dict[str, Any]) -> str:
     return "    {\n      " + flat[1:-1] + "\n    }"
 
 
+SUMMARY = "summary"  # the tag of the summary line in the reports' text_lines()
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -297,9 +300,19 @@ class Report:
     # Why the run could not start (a configuration error, exit 2), for the report file a
     # pipeline reads: the run did nothing.
     error: str | None = None
+    # Stopped by Ctrl-C, SIGTERM or a lost database: the report says what happened until then.
+    interrupted: bool = False
 
     def header(self) -> dict[str, Any]:
         """What the run was asked to do (keys between `command` and `started_at`)."""
+        raise NotImplementedError
+
+    @property
+    def exit_code(self) -> int:
+        raise NotImplementedError
+
+    def fails_on(self, kind: str) -> bool:
+        """Whether a problem of this kind makes the exit status 1."""
         raise NotImplementedError
 
     @property
@@ -377,8 +390,6 @@ class MigrationReport(Report):
     # --delete-source: sources deleted once the run was over (in a dry run: would be).
     deleted: int = 0
     bytes_deleted: int = 0
-    # Stopped by Ctrl-C or SIGTERM: the report says what happened until then.
-    interrupted: bool = False
 
     @property
     def failed(self) -> int:
@@ -432,15 +443,23 @@ class MigrationReport(Report):
         speed = None if self.dry_run else rate(self.bytes_copied, self.seconds)
         return f"{head}, {problems} in {self.seconds:.1f} s" + (f" ({speed})" if speed else "")
 
-    def to_text(self, limit: int | None = TEXT_PER_KIND, report: str | None = None) -> str:
+    def fails_on(self, kind: str) -> bool:
+        return True  # every problem of a migration is exit 1
+
+    def text_lines(
+        self, limit: int | None = TEXT_PER_KIND, report: str | None = None
+    ) -> Iterator[tuple[str, str]]:
         """The summary, then the first ``limit`` problems of each kind in primary-key order
-        (all with None); ``report`` names the file that has all of them, if one was written."""
-        lines = [f"{self.source} -> {self.destination}: {self.summary()}"]
+        (all with None), each line with what it is about (SUMMARY, or its problems' kind);
+        ``report`` names the file that has all of them, if one was written."""
+        yield SUMMARY, f"{self.source} -> {self.destination}: {self.summary()}"
         counts = self.problems.counts()
         for kind in _kinds_in_order(counts, MIGRATION_PROBLEMS):
-            lines += [p.line() for p in self.first_of_kind(kind, limit)]
-            lines += _more(counts[kind], kind, limit, report)
-        return "\n".join(lines)
+            yield from ((kind, p.line()) for p in self.first_of_kind(kind, limit))
+            yield from ((kind, line) for line in _more(counts[kind], kind, limit, report))
+
+    def to_text(self, limit: int | None = TEXT_PER_KIND, report: str | None = None) -> str:
+        return "\n".join(line for _, line in self.text_lines(limit, report))
 
 
 OK = "ok"
@@ -457,9 +476,7 @@ VERIFY_PROBLEMS = (
     ORPHAN,
 )
 DEFAULT_FAIL_ON = tuple(k for k in VERIFY_PROBLEMS if k != ORPHAN)
-# What a person should look at, but which the default --fail-on lets pass (or needs --strict).
-NOTICE_PROBLEMS = (UNVERIFIABLE, ORPHAN)
-SUMMARY = "summary"  # the tag of the summary line in VerificationReport.text_lines()
+INTERRUPTED_DETAIL = "the run was stopped; rows after those listed were not checked"
 # Past this many rows, JUnit gets one case per problem and a summary case, not one per row.
 JUNIT_MAX_CASES = 10_000
 
@@ -502,8 +519,16 @@ class VerificationReport(Report):
         failing = any(self.problems.counts()[kind] for kind in self.fail_on)
         return EXIT_PROBLEMS if failing else EXIT_OK
 
+    def fails_on(self, kind: str) -> bool:
+        return kind in self.fail_on
+
     def header(self) -> dict[str, Any]:
-        return {"storage": self.storage, "level": self.level, "sample": self.sample}
+        return {
+            "storage": self.storage,
+            "level": self.level,
+            "sample": self.sample,
+            "interrupted": self.interrupted,
+        }
 
     @property
     def totals(self) -> dict[str, int]:
@@ -530,8 +555,9 @@ class VerificationReport(Report):
             extra.append(f"{self.fixed} rows' metadata fixed")
         tail = f" ({'; '.join(extra)})" if extra else ""
         speed = rate(self.bytes_read, self.seconds)
+        head = "Interrupted: verified" if self.interrupted else "Verified"
         return (
-            f"Verified {plural(self.rows, 'row')}{scope} at level {self.level} on "
+            f"{head} {plural(self.rows, 'row')}{scope} at level {self.level} on "
             f"{self.storage}: {self.ok} ok, {problems}{tail} in {self.seconds:.1f} s"
             + (f" ({speed})" if speed else "")
         )
@@ -562,6 +588,8 @@ class VerificationReport(Report):
         writer.writerow(columns)
         if self.error is not None:
             writer.writerow(["configuration_error", "", "", "", "", csv_safe(self.error), "", ""])
+        if self.interrupted:
+            writer.writerow(["interrupted", "", "", "", "", INTERRUPTED_DETAIL, "", ""])
         for p in self.problems:
             writer.writerow(["" if (v := getattr(p, c)) is None else csv_safe(v) for c in columns])
         return out.getvalue()
@@ -605,9 +633,15 @@ class VerificationReport(Report):
             case = ET.SubElement(suite, "testcase", classname="verify_files", name="configuration")
             ET.SubElement(case, "error", type="configuration", message=xml_safe(self.error))
             cases += 1
+        errors = int(self.error is not None)
+        if self.interrupted:  # a partial run is not a pass: an error case says so
+            case = ET.SubElement(suite, "testcase", classname="verify_files", name="interrupted")
+            ET.SubElement(case, "error", type="interrupted", message=INTERRUPTED_DETAIL)
+            cases += 1
+            errors += 1
         suite.set("tests", str(cases))
         suite.set("failures", str(failures))
-        suite.set("errors", "1" if self.error is not None else "0")
+        suite.set("errors", str(errors))
         return ET.tostring(suite, encoding="unicode", xml_declaration=True)
 
 

@@ -8,6 +8,7 @@ metadata migrate_storage binds to the object's ETag, else from reading the objec
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ from django.db.models import QuerySet
 from .conf import Conf, get_conf
 from .database import check_database
 from .endpoints import Endpoint, ObjectInfo, alias_of, endpoint_for, endpoint_for_storage
-from .errors import ConfigurationError, RowError, UnsafeName
+from .errors import ConfigurationError, DatabaseLost, RowError, UnsafeName
 from .hashing import digest_stream
 from .joins import BYTE_ORDER, joined_rows
 from .names import unsafe_reason
@@ -150,6 +151,23 @@ class Verification:
             self._commit()
             if self.want_orphans:
                 self.report.problems.extend(find_orphans(plans))
+        except (KeyboardInterrupt, DatabaseLost) as exc:
+            # Ctrl-C, SIGTERM or a database that stayed away: the rows checked so far are the
+            # partial report, which goes with the interruption (the command prints and writes
+            # it). Checks still running are dropped, not waited for.
+            pool.shutdown(wait=False, cancel_futures=True)
+            lost = isinstance(exc, DatabaseLost)
+            ready = [f for f in futures if f.done() and not f.cancelled() and not f.exception()]
+            with contextlib.suppress(*WRITE_ERRORS):
+                for result in (future.result() for future in ready):
+                    if not (lost and result.updates and self.fix_metadata):
+                        self._finish(result)
+                if not lost:
+                    self._commit()  # the --fix-metadata columns of the rows checked so far
+            self._pending.clear()  # not written (the database is gone): not counted
+            self.report.interrupted = True
+            exc.report = self.report  # type: ignore[union-attr]
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self.report.finished_at = now()

@@ -119,6 +119,31 @@ def test_broken_database_is_one_line_exit_2(
     assert (tmp_path / "empty.sqlite3").read_bytes() == b""
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_locked_sqlite_database_is_one_line_exit_2(
+    manage_py: ManagePy, tmp_path: Path, command: str
+) -> None:
+    """Another process holds SQLite's write lock (a migration, a long import): the run waits for
+    the lock as SQLite does (5 s), then says so in one line instead of a traceback."""
+    import sqlite3
+
+    path = tmp_path / "locked.sqlite3"
+    manage_py.env["DATABASE_URL"] = f"sqlite:///{path}"
+    migrated = manage_py("migrate", "--verbosity", "0", timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        line = one_line_error(manage_py(*COMMANDS[command], timeout=60))
+    finally:
+        holder.close()
+
+    assert time.monotonic() - started < 30
+    assert "Database 'default'" in line and "is locked by another process" in line, line
+    assert "timeout" in line, line
+
+
 def test_traceback_keeps_exit_2_and_shows_where_it_started(
     manage_py: ManagePy, media_root: Path, moto_endpoint: str, http_bucket: str, tmp_path: Path
 ) -> None:

@@ -306,3 +306,72 @@ def test_a_database_that_stays_away_stops_the_run_with_its_report(
     assert out.getvalue().startswith("local -> s3: Interrupted: copied ")
     assert json.loads(report_path.read_text())["interrupted"] is True
     assert calls["n"] == 1 + rows_module.READ_ATTEMPTS
+
+
+# --- colour -----------------------------------------------------------------------------------
+
+
+def migrate_coloured(*args: str, **options: Any) -> tuple[int, str]:
+    import io
+
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    out = io.StringIO()
+    try:
+        call_command("migrate_storage", "--to", "s3", "--no-progress", *args, stdout=out, **options)
+    except CommandError as exc:
+        return exc.returncode, out.getvalue()
+    return 0, out.getvalue()
+
+
+def test_problem_lines_are_painted_in_djangos_style(s3_bucket: str, media_root: Path) -> None:
+    from tests.test_verify_output import ESCAPE, STYLE, uncoloured
+
+    lost = make("lost.txt", b"gone")
+    (media_root / lost.file.name).unlink()
+    make("kept.txt", b"here")
+
+    status, out = migrate_coloured(force_color=True)
+
+    assert status == 1
+    lines = out.splitlines()
+    assert ESCAPE in lines[0]
+    assert lines == [STYLE.ERROR(uncoloured(text)) for text in lines]  # a failing run: all red
+    assert uncoloured(lines[1]).startswith("  missing")
+
+    status, out = migrate_coloured("-v", "0", force_color=True)  # the problem line alone
+    assert status == 1
+    assert out.splitlines() == [STYLE.ERROR(uncoloured(out.rstrip("\n")))]
+
+
+def test_a_clean_run_is_green_and_no_color_json_or_a_pipe_are_plain(
+    s3_bucket: str, media_root: Path
+) -> None:
+    from tests.test_verify_output import ESCAPE, STYLE, uncoloured
+
+    make("fine.txt", b"fine")
+    status, out = migrate_coloured(force_color=True)
+    assert status == 0
+    assert out == STYLE.SUCCESS(uncoloured(out.rstrip("\n"))) + "\n"
+
+    for args, options in [((), {"no_color": True}), (("--format", "json"), {"force_color": True})]:
+        status, out = migrate_coloured(*args, **options)
+        assert status == 0
+        assert ESCAPE not in out
+    status, out = migrate_coloured()  # a StringIO is a pipe: not painted
+    assert ESCAPE not in out
+
+
+def test_an_interrupted_summary_is_a_warning() -> None:
+    from django.core.management.color import color_style
+
+    from storage_migrate.commandline import paint
+    from storage_migrate.report import SUMMARY, MigrationReport
+
+    style = color_style(force_color=True)
+    report = MigrationReport(source="local", destination="s3", interrupted=True)
+    assert paint(style, report, SUMMARY, "x") == style.WARNING("x")
+    report.interrupted = False
+    assert paint(style, report, SUMMARY, "x") == style.SUCCESS("x")
+    assert paint(None, report, SUMMARY, "x") == "x"

@@ -35,6 +35,7 @@ REPORT_KEYS = {
     "storage",
     "level",
     "sample",
+    "interrupted",
     "started_at",
     "finished_at",
     "totals",

@@ -7,12 +7,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
+import signal
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
+from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.core.management.color import color_style
@@ -20,6 +24,7 @@ from django.core.management.color import color_style
 from core.models import FileManager
 from storage_migrate import verification
 from storage_migrate.report import MigrationReport, Problem, VerificationReport, now
+from tests.conftest import ManagePy
 from tests.test_verify_command import (
     ALPHA,
     BRAVO,
@@ -447,3 +452,61 @@ def test_summary_tags_of_the_text_lines() -> None:
     report = VerificationReport(storage="s3", level="checksum", started_at=now())
     report.problems.append(Problem("orphan", "m", "f", None, "n", "d"))
     assert [tag for tag, _ in report.text_lines()] == ["summary", "orphan", "orphan"]
+
+
+# --- 8. an interrupted run still reports -------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_ctrl_c_write_the_partial_report(
+    manage_py: ManagePy,
+    http_bucket: str,
+    media_root: Path,
+    tmp_path: Path,
+    sig: int,
+    status: int,
+) -> None:
+    """A pipeline that stops verify_files still gets its JUnit file: the rows checked until
+    then, and an error case that says the run was interrupted (a partial run is not a pass)."""
+    for i in range(300):
+        FileManager.objects.create(file=ContentFile(os.urandom(3000), name=f"v {i}.bin"))
+    moved = manage_py("migrate_storage", "--to", "s3", "--no-progress")
+    assert moved.returncode == 0, moved.stderr
+    output = tmp_path / "partial.xml"
+    args = ["--storage", "s3", "--level", "deep", "--workers", "1", "-v", "2"]
+    process = manage_py.start("verify_files", *args, "--format", "junit", "--output", str(output))
+    assert process.stderr is not None
+    checked = 0
+    while checked < 20:  # a line per row checked at -v 2
+        line = process.stderr.readline()
+        assert line, "verify_files ended before it was signalled"
+        checked += line.startswith("ok ")
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+    summary = [x for x in stderr.splitlines() if x.startswith("Interrupted: verified ")]
+    assert len(summary) == 1, stderr
+    suite = ElementTree.fromstring(output.read_text())
+    cases = suite.findall("testcase")
+    assert [c.get("name") for c in cases if c.find("error") is not None] == ["interrupted"]
+    assert suite.get("errors") == "1"
+    assert 20 <= len(cases) - 1 < 300
+    assert FileManager.objects.filter(checksum="").count() == 0  # nothing was changed
+
+
+def test_an_interrupted_verification_says_so_in_every_format() -> None:
+    report = VerificationReport(storage="s3", level="deep", rows=2, ok=2, interrupted=True)
+    report.finished_at = report.started_at + timedelta(seconds=1)
+
+    assert report.summary().startswith("Interrupted: verified 2 rows at level deep on s3")
+    assert json.loads(report.to_json())["interrupted"] is True
+    assert list(csv.reader(io.StringIO(report.to_csv())))[1][0] == "interrupted"
+    suite = ElementTree.fromstring(report.to_junit())
+    assert suite.get("errors") == "1"
+    finished = VerificationReport(storage="s3", level="deep", rows=2, ok=2)
+    assert json.loads(finished.to_json())["interrupted"] is False
+    assert ElementTree.fromstring(finished.to_junit()).get("errors") == "0"

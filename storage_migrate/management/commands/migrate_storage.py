@@ -12,7 +12,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from storage_migrate.commandline import (
     ExitTwoOnBadOptions,
     check_writable,
+    colour_style,
     non_negative_int,
+    paint,
     positive_int,
     run_with_progress,
 )
@@ -135,19 +137,18 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         self, report: MigrationReport, report_path: Path | None, options: dict[str, Any]
     ) -> None:
         """Write --report and print the summary: of the whole run, or of an interrupted one."""
-        verbosity = int(options["verbosity"])
         if report_path is not None:
             try:
                 with report_path.open("w", encoding="utf-8") as out:  # streamed, not built
                     report.write_json(out)
                     out.write("\n")
             except OSError as exc:
-                self.render(report, options["format"], verbosity)
+                self.render(report, options)
                 raise CommandError(
                     f"Could not write the report to {report_path}: {exc}",
                     returncode=EXIT_CONFIG,
                 ) from None
-        self.render(report, options["format"], verbosity, report_path)
+        self.render(report, options, report_path)
 
     def write_error(self, message: str, report_path: Path | None, options: dict[str, Any]) -> None:
         """The run could not start: --report says why, for a pipeline that shows it."""
@@ -176,12 +177,17 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         return said
 
     def render(
-        self, report: MigrationReport, fmt: str, verbosity: int, written: Path | None = None
+        self, report: MigrationReport, options: dict[str, Any], written: Path | None = None
     ) -> None:
-        if fmt == "json":
+        """JSON (never coloured), or the text in Django's colours on a terminal; at -v 0 only
+        the problem lines."""
+        if options["format"] == "json":
             self.stdout.write(report.to_json())
-        elif verbosity >= 1:
-            self.stdout.write(report.to_text(report=str(written) if written else None))
+            return
+        style = colour_style(self, self.stdout, options)
+        if int(options["verbosity"]) >= 1:
+            lines = report.text_lines(report=str(written) if written else None)
         else:
-            for problem in report.problems:
-                self.stdout.write(problem.line())
+            lines = ((problem.kind, problem.line()) for problem in report.problems)
+        for tag, text in lines:
+            self.stdout.write(paint(style, report, tag, text))

@@ -6,12 +6,14 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
-from django.core.management.color import Style
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from storage_migrate.commandline import (
     ExitTwoOnBadOptions,
     check_writable,
+    colour_style,
+    paint,
+    plain,
     positive_int,
     run_with_progress,
 )
@@ -19,7 +21,6 @@ from storage_migrate.report import (
     DEFAULT_FAIL_ON,
     EXIT_CONFIG,
     EXIT_PROBLEMS,
-    NOTICE_PROBLEMS,
     SUMMARY,
     VERIFY_PROBLEMS,
     VerificationReport,
@@ -96,7 +97,6 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        verbosity = int(options["verbosity"])
         output = Path(options["output"]) if options["output"] else None
         if output is not None:
             check_writable(output, "--output")
@@ -125,28 +125,10 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             sample=options["sample"],
             fail_on=fail_on,
             workers=options["workers"],
+            on_interrupt=lambda partial: self.finish(partial, output, options),
             on_config_error=lambda message: write_error(message, output, options),
         )
-
-        fmt = options["format"]
-        if output is not None:
-            report.text_limit = None  # a text file has every problem, as the other formats do
-            output.write_text(render(report, fmt) + "\n", encoding="utf-8")  # never coloured
-        elif fmt == "text" and verbosity == 0:  # errors only: the problem lines
-            style = self._colour(self.stdout, options)
-            for problem in report.problems:
-                self.stdout.write(paint(style, report, problem.kind, problem.line()))
-        elif fmt == "text":
-            style = self._colour(self.stdout, options)
-            for tag, text in report.text_lines():
-                self.stdout.write(paint(style, report, tag, text))
-        else:
-            self.stdout.write(render(report, fmt))  # a document for a program: never coloured
-        # The summary is the text report's first line; beside any other report it is on stderr.
-        if output is not None or (verbosity >= 1 and fmt != "text"):
-            style = self._colour(self.stderr, options)
-            summary = paint(style, report, SUMMARY, report.summary())
-            self.stderr.write(summary, style_func=_plain)  # not Django's red for all of stderr
+        self.finish(report, output, options)
         if report.exit_code:
             counts = report.problems.counts()
             failing = sum(counts[kind] for kind in report.fail_on)
@@ -154,29 +136,36 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
                 f"{failing} problem(s) of a --fail-on kind.", returncode=EXIT_PROBLEMS
             )
 
-    def _colour(self, stream: OutputWrapper, options: dict[str, Any]) -> Style | None:
-        """Django's style for a stream that is a terminal, or any with --force-color; None with
-        --no-color or for a pipe or file (self.style alone asks whether sys.stdout is one)."""
-        if options.get("no_color") or not (options.get("force_color") or stream.isatty()):
-            return None
-        return self.style
-
-
-def _plain(text: str) -> str:
-    return text
-
-
-def paint(style: Style | None, report: VerificationReport, tag: str, text: str) -> str:
-    """A text report line in Django's colours: problems ERROR, those that need a person's eye
-    but pass by default (unverifiable, orphan) WARNING; the summary SUCCESS without problems,
-    else ERROR when they fail the run, WARNING when not."""
-    if style is None:
-        return text
-    if tag == SUMMARY:
-        if not report.problems:
-            return str(style.SUCCESS(text))
-        return str(style.ERROR(text) if report.exit_code else style.WARNING(text))
-    return str(style.WARNING(text) if tag in NOTICE_PROBLEMS else style.ERROR(text))
+    def finish(
+        self, report: VerificationReport, output: Path | None, options: dict[str, Any]
+    ) -> None:
+        """Print the report, or write it to --output with the summary on stderr: of the whole
+        run, or of an interrupted one."""
+        verbosity = int(options["verbosity"])
+        fmt = options["format"]
+        if output is not None:
+            report.text_limit = None  # a text file has every problem, as the other formats do
+            try:
+                output.write_text(render(report, fmt) + "\n", encoding="utf-8")  # not coloured
+            except OSError as exc:  # the disk filled up, the folder went away
+                raise CommandError(
+                    f"Could not write the report to {output}: {exc}", returncode=EXIT_CONFIG
+                ) from None
+        elif fmt == "text" and verbosity == 0:  # errors only: the problem lines
+            style = colour_style(self, self.stdout, options)
+            for problem in report.problems:
+                self.stdout.write(paint(style, report, problem.kind, problem.line()))
+        elif fmt == "text":
+            style = colour_style(self, self.stdout, options)
+            for tag, text in report.text_lines():
+                self.stdout.write(paint(style, report, tag, text))
+        else:
+            self.stdout.write(render(report, fmt))  # a document for a program: never coloured
+        # The summary is the text report's first line; beside any other report it is on stderr.
+        if output is not None or (verbosity >= 1 and fmt != "text"):
+            style = colour_style(self, self.stderr, options)
+            summary = paint(style, report, SUMMARY, report.summary())
+            self.stderr.write(summary, style_func=plain)  # not Django's red for all of stderr
 
 
 def write_error(message: str, output: Path | None, options: dict[str, Any]) -> None:
