@@ -26,15 +26,17 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .errors import ConfigurationError
-    from .migration import migrate_storage
-    from .report import MigrationReport, Problem, VerificationReport
-    from .verification import verify_files
+    from .migrate.run import migrate_storage
+    from .report.migration import MigrationReport
+    from .report.problems import Problem
+    from .report.verification import VerificationReport
+    from .verify.run import verify_files
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing the package (e.g. from settings) does not import Django models.
     if name == "migrate_storage":
-        from .migration import migrate_storage
+        from .migrate.run import migrate_storage
 
         return migrate_storage
     if name == "ConfigurationError":
@@ -42,7 +44,7 @@ def __getattr__(name: str) -> Any:
 
         return ConfigurationError
     if name == "verify_files":
-        from .verification import verify_files
+        from .verify.run import verify_files
 
         return verify_files
     if name in ("MigrationReport", "Problem", "VerificationReport"):

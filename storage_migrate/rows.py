@@ -12,9 +12,9 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from .endpoints import Fingerprint, ObjectInfo
+from .endpoints.base import Fingerprint, ObjectInfo
 from .errors import DatabaseLost
-from .report import COPIED, SKIPPED, Problem
+from .report.problems import COPIED, SKIPPED, Problem
 from .targets import Target
 
 log = logging.getLogger("storage_migrate")

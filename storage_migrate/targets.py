@@ -218,3 +218,17 @@ def resolve_targets(specs: list[str] | tuple[str, ...] | None, conf: Conf) -> li
             seen.add((t.label, t.field_name))
             unique.append(t)
     return unique
+
+
+def upload_prefix(target: Target) -> str | None:
+    """The fixed folder a FileField uploads under (``file_manager/`` of
+    ``file_manager/%Y/%m/%d/``, ``avatars/`` of ``avatars``), or None when upload_to is a
+    function."""
+    upload_to = target.field.upload_to
+    if callable(upload_to):
+        return None
+    text = str(upload_to or "")
+    if "%" not in text:
+        return text.rstrip("/") + "/" if text.strip("/") else ""
+    fixed = text.split("%", 1)[0]
+    return fixed[: fixed.rfind("/") + 1]

@@ -16,8 +16,9 @@ from django.test.utils import CaptureQueriesContext
 
 from core.models import FileManager
 from storage_migrate import migrate_storage
-from storage_migrate import migration as mig
 from storage_migrate.conf import get_conf
+from storage_migrate.migrate import commit
+from storage_migrate.migrate import run as mig
 from storage_migrate.report import COPIED
 from storage_migrate.rows import RowResult, rows_by_pk
 from storage_migrate.targets import parse_target
@@ -54,14 +55,14 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def batches(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     """Each batch_update call: (rows in the group, what it returned); the real function runs."""
     calls: list[tuple[int, bool]] = []
-    real = mig.batch_update
+    real = commit.batch_update
 
     def batch_update(group: list[RowResult]) -> bool:
         done = real(group)
         calls.append((len(group), done))
         return done
 
-    monkeypatch.setattr(mig, "batch_update", batch_update)
+    monkeypatch.setattr(commit, "batch_update", batch_update)
     return calls
 
 
@@ -262,7 +263,7 @@ def test_batch_update_declines_columns_in_a_parent_table() -> None:
     before = list(Media.objects.order_by("pk").values())
     before_clips = list(Clip.objects.order_by("pk").values())
 
-    done = mig.batch_update(results("testapp.Clip", bucket="b", file_size=4, object_key="k"))
+    done = commit.batch_update(results("testapp.Clip", bucket="b", file_size=4, object_key="k"))
 
     assert done is False
     assert list(Media.objects.order_by("pk").values()) == before
@@ -274,15 +275,15 @@ def test_batch_update_updates_rows_that_still_hold_their_file() -> None:
     rows = [make(f"b{i}.txt", b"b") for i in range(3)]
     group = results("core.FileManager", bucket="the-bucket")
 
-    assert mig.batch_update(group) is True
+    assert commit.batch_update(group) is True
     assert set(FileManager.objects.values_list("bucket", flat=True)) == {"the-bucket"}
 
     FileManager.objects.filter(pk=rows[1].pk).update(file="file_manager/other.txt")
-    assert mig.batch_update(results("core.FileManager", bucket="later")) is True  # re-read rows
+    assert commit.batch_update(results("core.FileManager", bucket="later")) is True  # re-read rows
     stale = results("core.FileManager", bucket="stale")
     FileManager.objects.filter(pk=rows[0].pk).update(file="file_manager/moved.txt")
 
-    assert mig.batch_update(stale) is False
+    assert commit.batch_update(stale) is False
     assert dict(FileManager.objects.values_list("pk", "bucket")) == {
         rows[0].pk: "later",  # its file changed: left as it is
         rows[1].pk: "stale",

@@ -22,7 +22,7 @@ from django.core.files.base import ContentFile
 
 from core.models import FileManager
 from storage_migrate.conf import get_conf
-from storage_migrate.endpoints import endpoint_for
+from storage_migrate.endpoints.factory import endpoint_for
 from storage_migrate.testing import s3_client
 from tests.conftest import MANAGE, ManagePy, reset_storages
 

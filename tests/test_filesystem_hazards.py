@@ -15,11 +15,14 @@ from typing import Any
 import pytest
 
 from core.models import FileManager
-from storage_migrate import engine, migrate_storage, sources, verify_files
-from storage_migrate import verification as verification_module
+from storage_migrate import migrate_storage, verify_files
 from storage_migrate.conf import get_conf
-from storage_migrate.endpoints import LocalEndpoint, endpoint_for
+from storage_migrate.endpoints import s3write as engine
+from storage_migrate.endpoints import sources
+from storage_migrate.endpoints.factory import endpoint_for
+from storage_migrate.endpoints.local import LocalEndpoint
 from storage_migrate.testing import s3_client
+from storage_migrate.verify import run as verification_module
 from tests.conftest import reset_storages
 from tests.helpers import make, s3_bytes, s3_keys
 
@@ -81,7 +84,7 @@ def sent_bytes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         return source
 
     monkeypatch.setattr(sources.Source, "open", spying_open)
-    monkeypatch.setattr("storage_migrate.transfer.load_source", spying_load)
+    monkeypatch.setattr("storage_migrate.endpoints.transfer.load_source", spying_load)
     return sent
 
 
@@ -138,7 +141,7 @@ def test_a_folder_swapped_for_a_link_after_its_check_is_never_read(
             swap_for_link(folder, outside)
             return real_start(*args, **kwargs)
 
-        monkeypatch.setattr("storage_migrate.transfer.start_write_s3", swap_then_send)
+        monkeypatch.setattr("storage_migrate.endpoints.transfer.start_write_s3", swap_then_send)
 
     report = migrate_storage(to="s3", workers=1, batch_size=1)
 

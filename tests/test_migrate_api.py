@@ -312,7 +312,7 @@ def test_local_destination_conflict(s3_bucket: str, media_root: Path) -> None:
 def test_a_copy_that_fails_verification_is_removed_and_the_row_untouched(
     s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate import engine
+    from storage_migrate.endpoints import s3write as engine
 
     row = make("fragile.txt", b"the real bytes")
     real_start = engine.S3Engine.start
@@ -451,7 +451,7 @@ def test_delete_source_rereads_a_source_that_changed_after_it_was_copied(
 def test_kms_etags_are_not_taken_as_md5s(
     s3_bucket: str, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
     from tests.conftest import reset_storages
 
     settings.AWS_S3_OBJECT_PARAMETERS = {"ServerSideEncryption": "aws:kms"}

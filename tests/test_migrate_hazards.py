@@ -12,8 +12,10 @@ import pytest
 from django.core.files.base import ContentFile
 
 from core.models import FileManager
-from storage_migrate import engine, migrate_storage, rowcopy, verify_files
-from storage_migrate import migration as mig
+from storage_migrate import migrate_storage, verify_files
+from storage_migrate.endpoints import s3write as engine
+from storage_migrate.migrate import commit, rowcopy
+from storage_migrate.migrate import run as mig
 from storage_migrate.testing import s3_client
 from tests.conftest import reset_storages
 from tests.helpers import kinds, make, md5, s3_bytes
@@ -130,7 +132,7 @@ def test_a_failing_destination_fails_its_rows_not_the_run(
 ) -> None:
     from botocore.exceptions import ClientError
 
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     make("a.txt", b"a")
     make("b.txt", b"b")
@@ -253,7 +255,7 @@ def test_an_object_that_appears_before_our_write_is_not_overwritten(
 def test_an_empty_destination_is_not_listed_batch_by_batch(
     s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     for i in range(6):
         make(f"fresh {i}.txt", b"fresh")
@@ -520,7 +522,7 @@ def test_an_object_replaced_before_verification_is_not_deleted(
     s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     row = make("raced.txt", b"our bytes")
-    real_verify = engine.verify_s3
+    from storage_migrate.endpoints.proof import verify_s3 as real_verify
 
     def site_writes_first(endpoint: Any, name: str, digest: Any, etag: Any) -> Any:
         # Between our write and its verification, the site saves over it (overwrite on).
@@ -543,7 +545,7 @@ def test_a_commit_the_database_keeps_refusing_is_an_error_not_a_crash(
     from django.db import OperationalError
 
     rows = [make(f"c{i}.txt", b"commit me") for i in range(3)]
-    monkeypatch.setattr(mig, "COMMIT_ATTEMPTS", 2)
+    monkeypatch.setattr(commit, "COMMIT_ATTEMPTS", 2)
 
     def refuse(self: Any, pending: Any) -> Any:
         raise OperationalError("deadlock detected")

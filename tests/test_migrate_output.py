@@ -366,7 +366,7 @@ def test_a_clean_run_is_green_and_no_color_json_or_a_pipe_are_plain(
 def test_an_interrupted_summary_is_a_warning() -> None:
     from django.core.management.color import color_style
 
-    from storage_migrate.commandline import paint
+    from storage_migrate.management.commandline import paint
     from storage_migrate.report import SUMMARY, MigrationReport
 
     style = color_style(force_color=True)

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from storage_migrate.conf import get_conf
-from storage_migrate.endpoints import endpoint_for
+from storage_migrate.endpoints.factory import endpoint_for
+from storage_migrate.endpoints.s3 import S3Endpoint, _parse_timestamp
 from storage_migrate.names import MAX_KEY_BYTES, unsafe_reason
-from storage_migrate.s3 import S3Endpoint, _parse_timestamp
 
 
 @pytest.mark.parametrize("code", [*range(1, 32), 127])
@@ -59,7 +59,7 @@ def test_listings_through_an_endpoint_carry_aware_timestamps(s3_bucket: str) -> 
 
 
 def test_a_run_leaves_the_garbage_collector_as_it_found_it() -> None:
-    from storage_migrate.migration import quiet_collector
+    from storage_migrate.migrate.run import quiet_collector
 
     before = gc.get_threshold()
     with quiet_collector():

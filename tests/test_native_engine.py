@@ -27,7 +27,7 @@ from moto import mock_aws
 from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage
 from storage_migrate.conf import Conf
-from storage_migrate.native import NativePut, native_put
+from storage_migrate.endpoints.native import NativePut, native_put
 from storage_migrate.testing import free_port, s3_client
 from tests.conftest import reset_storages
 from tests.faults import faulty_proxy

@@ -13,13 +13,8 @@ from uuid import UUID
 
 import pytest
 
-from storage_migrate import report as report_module
-from storage_migrate.report import (
-    MigrationReport,
-    Problem,
-    ProblemLog,
-    VerificationReport,
-)
+from storage_migrate.report import MigrationReport, Problem, ProblemLog, VerificationReport
+from storage_migrate.report import problems as report_module
 
 MiB = 1024 * 1024
 UID = UUID("12345678-1234-5678-1234-567812345678")

@@ -124,9 +124,9 @@ def test_a_source_that_is_its_own_destination_is_never_deleted(
     """Independently of the preflight: the last check before each delete."""
     row = make("self.txt", b"the only copy")
     add_storages(settings, twin={**LOCAL, "OPTIONS": {"location": str(media_root)}})
-    from storage_migrate import migration
+    from storage_migrate.migrate import plan
 
-    monkeypatch.setattr(migration, "overlap", lambda source, destination, **kw: None)
+    monkeypatch.setattr(plan, "overlap", lambda source, destination, **kw: None)
 
     report = migrate_storage(to="twin", source="local", delete_source=True)
 
@@ -199,7 +199,7 @@ def test_without_a_part_layout_or_a_checksum_a_download_is_unverifiable(
 ) -> None:
     """A store that does not answer a HEAD of one part (and no stored checksum): nothing proves
     the download, so nothing is written and the source stays."""
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     data = os.urandom(6 * MiB)
     multipart_object(None, s3_bucket, "big.bin", data)
@@ -306,9 +306,9 @@ def test_two_names_of_one_object_from_s3_both_land_before_it_is_deleted(
 ) -> None:
     """`dir\\a.txt` and `dir/a.txt` are one S3 key but two local files: the object is deleted
     only once both rows have their copy."""
-    from storage_migrate import migration
+    from storage_migrate.migrate import commit
 
-    monkeypatch.setattr(migration, "COMMIT_SECONDS", 0.0)
+    monkeypatch.setattr(commit, "COMMIT_SECONDS", 0.0)
     s3_client().put_object(Bucket=s3_bucket, Key="dir/a.txt", Body=b"one object")
     rows = [FileManager.objects.create(file=name) for name in ("dir\\a.txt", "dir/a.txt")]
 
@@ -347,9 +347,9 @@ def test_a_shared_file_stays_while_a_row_in_a_later_batch_has_a_problem(
         file=first.file.name, file_size=999, checksum=md5(b"default avatar")
     )
 
-    from storage_migrate import migration
+    from storage_migrate.migrate import commit
 
-    monkeypatch.setattr(migration, "COMMIT_SECONDS", 0.0)  # each batch committed at once
+    monkeypatch.setattr(commit, "COMMIT_SECONDS", 0.0)  # each batch committed at once
 
     report = migrate_storage(to="s3", delete_source=True, batch_size=2, workers=1)
 
@@ -364,7 +364,7 @@ def test_a_shared_file_stays_while_a_row_in_a_later_batch_has_a_problem(
 def test_a_destination_replaced_between_commit_and_delete_keeps_the_source(
     s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate import deletion as deletion_module
+    from storage_migrate.migrate import deletion as deletion_module
 
     row = make("photo.jpg", b"the customer's photo")
     original = deletion_module.DeletionLedger.delete_sources
@@ -397,7 +397,7 @@ def test_a_store_without_conditional_writes_never_overwrites_another_writer(
     rows = [make(f"up/{i}.txt", f"ours {i}".encode()) for i in range(20)]
     through_proxy(conditional=behaviour)
     theirs = rows[7].file.name
-    from storage_migrate import migration
+    from storage_migrate.migrate import run as migration
 
     def put_theirs() -> None:
         s3_client(moto_endpoint).put_object(Bucket=http_bucket, Key=theirs, Body=b"theirs")
@@ -444,7 +444,7 @@ def test_the_preflight_finds_whether_a_store_honours_conditional_writes(
     from django.core.files.storage import storages
 
     from storage_migrate.conf import get_conf
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     found = {}
     for behaviour in ("honour", "refuse", "ignore"):
@@ -509,7 +509,8 @@ def test_a_database_error_on_one_row_stays_that_rows_problem(
 ) -> None:
     from django.db import DataError
 
-    from storage_migrate import migration
+    from storage_migrate.migrate import commit
+    from storage_migrate.migrate import run as migration
 
     rows = [on_disk(media_root, f"r{i}.txt", f"r{i}".encode()) for i in range(4)]
     bad = rows[2].pk
@@ -517,7 +518,7 @@ def test_a_database_error_on_one_row_stays_that_rows_problem(
     def refuse(group: list[Any]) -> bool:
         raise DataError("value too long for type character varying(255)")
 
-    monkeypatch.setattr(migration, "batch_update", refuse)
+    monkeypatch.setattr(commit, "batch_update", refuse)
     still_there = migration.Migration._still_there
 
     def one_refuses(row: Any) -> Any:

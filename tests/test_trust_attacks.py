@@ -91,8 +91,8 @@ def test_a_row_of_another_walked_field_not_yet_clean_keeps_the_file(
     from django.core.files.storage import storages
 
     from storage_migrate.conf import get_conf
-    from storage_migrate.deletion import DeletionLedger
-    from storage_migrate.endpoints import endpoint_for
+    from storage_migrate.endpoints.factory import endpoint_for
+    from storage_migrate.migrate.deletion import DeletionLedger
     from storage_migrate.report import COPIED
     from storage_migrate.rows import Row, RowResult
     from storage_migrate.targets import resolve_targets
@@ -165,7 +165,7 @@ def test_two_local_aliases_of_one_folder_found_by_a_marker(
     settings: Any, media_root: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """Where no comparison of settings can tell (a bind mount), the marker does."""
-    from storage_migrate import places
+    from storage_migrate.endpoints import places
 
     on_disk(media_root, "m/only.txt", b"the only copy")
     FileManager.objects.create(file="m/only.txt")
@@ -227,7 +227,7 @@ def test_an_unproven_download_is_not_left_at_a_generic_destination(
     settings: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     data = os.urandom(6 * MiB)
     s3_client(moto_endpoint).upload_fileobj(
@@ -269,7 +269,7 @@ def test_a_rerun_of_an_s3_to_s3_move_reads_no_multipart_object_again(
     FileManager.objects.filter(pk=row.pk).update(checksum=md5(data), file_size=len(data))
     first = migrate_storage(to="new", source="old")
     assert first.copied == 1, list(first.problems)
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     reads: list[str] = []
     real = S3Endpoint.open_info
@@ -289,7 +289,7 @@ def test_a_rerun_of_an_s3_to_s3_move_reads_no_multipart_object_again(
 def test_a_local_destination_replaced_before_the_commit_keeps_the_source(
     s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from storage_migrate import migration
+    from storage_migrate.migrate import run as migration
 
     name = "file_manager/2024/01/01/photo.jpg"
     s3_client().put_object(Bucket=s3_bucket, Key=name, Body=b"the real photo")
@@ -342,7 +342,8 @@ def _race(
     size: int,
     hook: str,
 ) -> tuple[Any, bytes]:
-    from storage_migrate import engine, migration
+    from storage_migrate.endpoints import s3write as engine
+    from storage_migrate.migrate import run as migration
 
     proxy = FaultyProxy(moto_endpoint, 0.0, 7, False, conditional, False)
     proxy.RequestHandlerClass = _Refusing
@@ -430,8 +431,8 @@ def test_another_writers_object_is_never_overwritten(
 
 def test_the_deletion_pass_holds_no_row_in_memory() -> None:
     from storage_migrate.conf import get_conf
-    from storage_migrate.deletion import DeletionLedger
-    from storage_migrate.endpoints import Endpoint
+    from storage_migrate.endpoints.base import Endpoint
+    from storage_migrate.migrate.deletion import DeletionLedger
     from storage_migrate.targets import resolve_targets
 
     class Gone(Endpoint):
@@ -540,7 +541,7 @@ def test_a_row_swapped_for_another_during_the_run_keeps_the_file(
 ) -> None:
     """The app deletes the walked row and makes a new one for the same file before the
     deletion pass: the counts balance, the rows do not."""
-    from storage_migrate import deletion
+    from storage_migrate.migrate import deletion
 
     on_disk(media_root, "file_manager/logo.png", b"the logo")
     walked = FileManager.objects.create(file="file_manager/logo.png")

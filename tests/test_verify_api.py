@@ -11,8 +11,8 @@ import pytest
 
 from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage, verify_files
-from storage_migrate import verification as verification_module
 from storage_migrate.testing import s3_client
+from storage_migrate.verify import run as verification_module
 from tests.helpers import MiB, kinds, make, md5
 
 pytestmark = pytest.mark.django_db
@@ -176,8 +176,9 @@ def test_orphans_are_reported_never_deleted(where: Any, media_root: Path) -> Non
 
 @both
 def test_error_is_reported_per_row(where: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from storage_migrate.endpoints import Endpoint, LocalEndpoint
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.base import Endpoint
+    from storage_migrate.endpoints.local import LocalEndpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     make("a.txt", b"a")
     where.setup()
@@ -282,8 +283,8 @@ def test_listing_join_for_large_selections(
     where: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
     """Above JOIN_MIN_ROWS, rows are joined with one listing: no HEAD per row."""
-    from storage_migrate.endpoints import Endpoint
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.base import Endpoint
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     monkeypatch.setattr(verification_module, "JOIN_MIN_ROWS", 5)
     names = ["b c.txt", "a.txt", "ä.txt", "z+1.txt", "100%.txt", "A.txt", "a b.txt", "é.txt"]

@@ -19,9 +19,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from core.models import FileManager
-from storage_migrate import migrate_storage, verification
-from storage_migrate.endpoints import LocalEndpoint
+from storage_migrate import migrate_storage
+from storage_migrate.endpoints.local import LocalEndpoint
 from storage_migrate.testing import s3_client
+from storage_migrate.verify import run as verification
 from tests.conftest import reset_storages
 
 pytestmark = pytest.mark.django_db
@@ -469,9 +470,9 @@ def test_junit_on_s3(s3_bucket: str, clean: dict[str, FileManager]) -> None:
 def test_junit_many_rows_a_case_per_problem_and_a_summary(
     clean: dict[str, FileManager], media_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import storage_migrate.report
+    import storage_migrate.report.verification
 
-    monkeypatch.setattr(storage_migrate.report, "JUNIT_MAX_CASES", 2)
+    monkeypatch.setattr(storage_migrate.report.verification, "JUNIT_MAX_CASES", 2)
     gone = make_row("gone.txt", b"soon deleted")
     (media_root / str(gone.file.name)).unlink()
 

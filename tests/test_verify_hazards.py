@@ -14,9 +14,9 @@ from django.db import models
 
 from core.models import FileManager
 from storage_migrate import migrate_storage, verify_files
-from storage_migrate import verification as verification_module
-from storage_migrate.orphans import _outermost, upload_prefix
-from storage_migrate.targets import Target
+from storage_migrate.targets import Target, upload_prefix
+from storage_migrate.verify import run as verification_module
+from storage_migrate.verify.orphans import _outermost
 from tests.helpers import kinds, make, md5
 from tests.testapp.models import Attachment
 
@@ -93,8 +93,8 @@ def test_a_listing_etag_that_is_no_md5_is_asked_again(
 ) -> None:
     """A bucket encrypting with KMS by default, the settings silent: a listing's 32-hex ETag is
     not the MD5. A disagreement is checked with a HEAD; a checksum is never filled from it."""
-    from storage_migrate.endpoints import ObjectInfo
-    from storage_migrate.s3 import S3Endpoint
+    from storage_migrate.endpoints.base import ObjectInfo
+    from storage_migrate.endpoints.s3 import S3Endpoint
 
     rows = [make(f"k{i}.txt", f"kms {i}".encode()) for i in range(4)]
     assert migrate_storage(to="s3").problems == []

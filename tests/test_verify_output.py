@@ -22,8 +22,8 @@ from django.core.management.base import CommandError
 from django.core.management.color import color_style
 
 from core.models import FileManager
-from storage_migrate import verification
 from storage_migrate.report import MigrationReport, Problem, VerificationReport, now
+from storage_migrate.verify import run as verification
 from tests.conftest import ManagePy
 from tests.test_verify_command import (
     ALPHA,

@@ -13,10 +13,10 @@ from boto3.s3.transfer import TransferConfig
 from django.db import connection
 
 from core.models import FileManager
-from storage_migrate import verification as verification_module
 from storage_migrate import verify_files
-from storage_migrate.s3 import S3Endpoint
+from storage_migrate.endpoints.s3 import S3Endpoint
 from storage_migrate.testing import s3_client
+from storage_migrate.verify import run as verification_module
 from tests.helpers import MiB, kinds, md5
 
 pytestmark = pytest.mark.django_db

@@ -9,7 +9,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from storage_migrate.commandline import (
+from ...migrate.run import migrate_storage
+from ...report.base import format_bytes
+from ...report.migration import MigrationReport
+from ...report.problems import EXIT_CONFIG, EXIT_PROBLEMS, Problem
+from ..commandline import (
     ExitTwoOnBadOptions,
     check_writable,
     colour_style,
@@ -17,14 +21,6 @@ from storage_migrate.commandline import (
     paint,
     positive_int,
     run_with_progress,
-)
-from storage_migrate.migration import migrate_storage
-from storage_migrate.report import (
-    EXIT_CONFIG,
-    EXIT_PROBLEMS,
-    MigrationReport,
-    Problem,
-    format_bytes,
 )
 
 

@@ -8,7 +8,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from storage_migrate.commandline import (
+from ...report.base import SUMMARY
+from ...report.problems import DEFAULT_FAIL_ON, EXIT_CONFIG, EXIT_PROBLEMS, VERIFY_PROBLEMS
+from ...report.verification import VerificationReport
+from ...verify.run import LEVELS, verify_files
+from ..commandline import (
     ExitTwoOnBadOptions,
     check_writable,
     colour_style,
@@ -17,15 +21,6 @@ from storage_migrate.commandline import (
     positive_int,
     run_with_progress,
 )
-from storage_migrate.report import (
-    DEFAULT_FAIL_ON,
-    EXIT_CONFIG,
-    EXIT_PROBLEMS,
-    SUMMARY,
-    VERIFY_PROBLEMS,
-    VerificationReport,
-)
-from storage_migrate.verification import LEVELS, verify_files
 
 FORMATS = ("text", "json", "csv", "junit")
 

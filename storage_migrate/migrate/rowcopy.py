@@ -8,15 +8,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .conf import Conf
+from ..conf import Conf
+from ..endpoints.base import Endpoint, Fingerprint, ObjectInfo
+from ..endpoints.proof import etag_proves, holds, same_bytes
+from ..endpoints.transfer import start_copy_file
+from ..errors import RowError, SourceMissing, Unverifiable, VerificationFailed
+from ..report.problems import CHECKSUM_MISMATCH, CONFLICT, COPIED, ERROR, SIZE_MISMATCH, SKIPPED
+from ..rows import Planned, Row, RowResult, _Unknown
+from ..targets import unfit
 from .deletion import destination_proof
-from .endpoints import Endpoint, Fingerprint, ObjectInfo
-from .errors import RowError, SourceMissing, Unverifiable, VerificationFailed
-from .proof import etag_proves, holds, same_bytes
-from .report import CHECKSUM_MISMATCH, CONFLICT, COPIED, ERROR, SIZE_MISMATCH, SKIPPED
-from .rows import Planned, Row, RowResult, _Unknown
-from .targets import unfit
-from .transfer import start_copy_file
 
 
 class RowCopier:

@@ -18,9 +18,10 @@ from typing import Any, NoReturn, TypeVar, cast
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 from django.core.management.color import Style
 
-from .errors import ConfigurationError, DatabaseLost, one_line
+from ..errors import ConfigurationError, DatabaseLost, one_line
+from ..report.base import SUMMARY, Report
+from ..report.problems import EXIT_CONFIG
 from .progress import Progress
-from .report import EXIT_CONFIG, SUMMARY, Report
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM

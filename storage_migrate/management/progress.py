@@ -6,7 +6,7 @@ from typing import Any, Protocol, cast
 
 from django.core.management.base import BaseCommand
 
-from .report import format_bytes
+from ..report.base import format_bytes
 
 
 class _Result(Protocol):

@@ -3,65 +3,33 @@ listings instead of HEADs where a batch allows, and what an ETag can prove."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit
 
 from django.core.files.storage import Storage
 
-from .conf import Conf
-from .endpoints import Endpoint, Fingerprint, NameMemo, ObjectInfo
-from .errors import ConfigurationError
-from .hashing import is_md5_hex, md5_from_etag, multipart_parts, normalize_etag
-from .names import common_folder, utf8
+from ..conf import Conf
+from ..errors import ConfigurationError
+from ..hashing import is_md5_hex, md5_from_etag, multipart_parts, normalize_etag
+from ..names import common_folder, utf8
+from .base import Endpoint, Fingerprint, NameMemo, ObjectInfo
 from .places import strip_userinfo
+from .s3setup import QUICK_ATTEMPTS, QUICK_TIMEOUT, check_endpoint_url, preflight_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-log = logging.getLogger("storage_migrate")
 
+log = logging.getLogger("storage_migrate")
 # Listing a key range costs one request per 1000 keys; past this many keys per row wanted,
 # one HEAD per row is cheaper.
 LIST_KEYS_PER_ROW = 20
 LIST_MIN_BUDGET = 1000
-_SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5")
-# The preflight's requests (quick_client): 2 attempts, each of at most 5 s to connect and 5 s
-# for an answer, and under 1 s of backoff between them: a store that does not answer fails one
-# request in about 21 s (the README promises well under 30 s).
-QUICK_ATTEMPTS = 3  # a flaky store (a 503, a dropped connection) gets a second retry
-QUICK_TIMEOUT = 3.5  # 3 x (3.5 + 3.5) s and backoff: under 25 s
-
-
-def _check_endpoint_url(alias: str, url: str | None) -> None:
-    """An endpoint URL must be http(s)://host[:port][/path]; botocore's ValueError would be a
-    traceback."""
-    if not url:
-        return
-    from botocore.utils import is_valid_endpoint_url, is_valid_ipv6_endpoint_url
-
-    try:
-        split = urlsplit(url)
-        valid = (
-            split.scheme in ("http", "https")
-            and bool(split.hostname)
-            and (split.port is None or split.port > 0)
-            and bool(is_valid_endpoint_url(url) or is_valid_ipv6_endpoint_url(url))
-        )
-    except ValueError:  # a port that is not a number, a bracket left open
-        valid = False
-    if not valid:
-        raise ConfigurationError(
-            f"Storage {alias!r} has the endpoint URL {strip_userinfo(url)!r}, which is not "
-            "http(s)://host[:port]: check AWS_S3_ENDPOINT_URL or the storage's endpoint_url "
-            "option."
-        )
+SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5")
 
 
 def _parse_timestamp(value: Any) -> Any:
@@ -90,14 +58,14 @@ class S3Endpoint(Endpoint):
                 f"Storage {alias!r} has no bucket name (set AWS_STORAGE_BUCKET_NAME "
                 "or the storage's bucket_name option)."
             )
-        _check_endpoint_url(alias, self.s3storage.endpoint_url)
+        check_endpoint_url(alias, self.s3storage.endpoint_url)
         params = self.s3storage.get_object_parameters("")
         # With KMS or customer-key encryption an ETag is not the MD5 of the bytes.
         self.etag_is_md5 = not (
             str(params.get("ServerSideEncryption", "")).startswith("aws:kms")
             or "SSECustomerAlgorithm" in params
         )
-        self.read_params = {k: params[k] for k in _SSE_C_PARAMS if k in params}
+        self.read_params = {k: params[k] for k in SSE_C_PARAMS if k in params}
 
     def _client(self, **config: Any) -> S3Client:
         from botocore.config import Config
@@ -169,96 +137,19 @@ class S3Endpoint(Endpoint):
 
         return NameMemo(lambda name: str(self.s3storage._normalize_name(clean_name(name))))
 
+    # None until the preflight of a destination has asked the store.
+    conditional_writes: bool | None = None
+
     def preflight(
         self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False
     ) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        quick = self.quick_client
-        where = strip_userinfo(self.s3storage.endpoint_url) or "AWS S3"
-        try:
-            quick.head_bucket(Bucket=self.bucket)
-            if not as_source and not dry_run:
-                self.conditional_writes = self._probe_conditional_writes(quick)
-            return
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("404", "NoSuchBucket") or status == 404:
-                if create_bucket and not as_source:
-                    if dry_run:
-                        self.assume_empty = True  # a real run would create it empty
-                    else:
-                        self._create_bucket(quick)
-                        self.conditional_writes = self._probe_conditional_writes(quick)
-                    return
-                hint = "" if as_source else " or pass --create-bucket"
-                raise ConfigurationError(
-                    f"Bucket {self.bucket!r} of storage {self.alias!r} does not exist at "
-                    f"{where}: create it{hint}."
-                ) from exc
-            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise ConfigurationError(
-                    f"S3 refused the credentials of storage {self.alias!r} for bucket "
-                    f"{self.bucket!r} at {where} ({code or status}): check AWS_ACCESS_KEY_ID and "
-                    "AWS_SECRET_ACCESS_KEY."
-                ) from exc
-            raise ConfigurationError(
-                f"Bucket {self.bucket!r} of storage {self.alias!r} at {where}: {code or status}."
-            ) from exc
-        except BotoCoreError as exc:
-            raise ConfigurationError(
-                f"Cannot reach S3 for storage {self.alias!r} at {where}: {exc}"
-            ) from exc
-
-    # None until the preflight of a destination has asked the store.
-    conditional_writes: bool | None = None
+        preflight_s3(self, as_source=as_source, create_bucket=create_bucket, dry_run=dry_run)
 
     def probe_params(self, key: str) -> dict[str, Any]:
         """What a scratch object is written with: as the storage writes (a bucket policy may
         require its encryption headers or ACL)."""
-        wanted = ("ServerSideEncryption", "SSEKMSKeyId", "ACL", *_SSE_C_PARAMS)
+        wanted = ("ServerSideEncryption", "SSEKMSKeyId", "ACL", *SSE_C_PARAMS)
         return {k: v for k, v in self.s3storage.get_object_parameters(key).items() if k in wanted}
-
-    def _probe_conditional_writes(self, client: S3Client) -> bool | None:
-        """Does the store honour If-None-Match on writes? A scratch key is written twice with it:
-        the second write must be refused (412). A store that refuses the header (501) or that
-        ignores it (the second write succeeds) has no conditional writes: the run then checks
-        for an object before each write. None when the store would not say (no permission)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        key = f"{self.key_prefix}.storage-migrate-probe-{uuid.uuid4().hex}"
-        answer: bool | None = None
-        params = self.probe_params(key)
-        try:
-            for attempt in (1, 2):
-                client.put_object(Bucket=self.bucket, Key=key, Body=b"", IfNoneMatch="*", **params)
-                if attempt == 2:
-                    answer = False  # accepted twice: the header is ignored
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
-                answer = True
-            elif code == "NotImplemented" or status == 501:
-                answer = False
-        except BotoCoreError:
-            pass
-        finally:
-            with contextlib.suppress(ClientError, BotoCoreError):
-                client.delete_object(Bucket=self.bucket, Key=key)
-        log.debug("storage %s: conditional writes %s", self.alias, answer)
-        return answer
-
-    def _create_bucket(self, client: S3Client) -> None:
-        region = self.s3storage.region_name
-        if region and region != "us-east-1":
-            client.create_bucket(
-                Bucket=self.bucket,
-                CreateBucketConfiguration={"LocationConstraint": region},
-            )
-        else:
-            client.create_bucket(Bucket=self.bucket)
 
     def info_from_head(self, head: Any) -> ObjectInfo:
         """From a HEAD or GET response: also tells KMS-encrypted objects (a bucket's default

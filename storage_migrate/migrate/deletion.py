@@ -14,11 +14,11 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .endpoints import Endpoint, ObjectInfo
-from .places import same_object
-from .report import ERROR, Problem
-from .rows import RowResult
-from .targets import Target
+from ..endpoints.base import Endpoint, ObjectInfo
+from ..endpoints.places import same_object
+from ..report.problems import ERROR, Problem
+from ..rows import RowResult
+from ..targets import Target
 
 CHUNK = 500
 # Called for each source deleted (or, in a dry run, that would be): whose row, and its size.
@@ -30,9 +30,10 @@ def _other_fields(src: Endpoint, walked: list[Target]) -> list[Target]:
     its files where the source does (a row of theirs may name a file the run would delete)."""
     from django.apps import apps
 
-    from .endpoints import alias_of, endpoint_for_storage
-    from .places import place_of
-    from .targets import file_fields
+    from ..endpoints.base import alias_of
+    from ..endpoints.factory import endpoint_for_storage
+    from ..endpoints.places import place_of
+    from ..targets import file_fields
 
     seen = {(t.label, t.field_name) for t in walked}
     here = place_of(src)

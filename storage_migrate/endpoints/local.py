@@ -1,176 +1,21 @@
-"""A storage alias ("local", "s3", any STORAGES key) as an endpoint that can stat, list, read and
-delete objects by FileField name. Writing is transfer.py's job."""
+"""Local disk (a FileSystemStorage): reads, deletes and writes that check the file or folder
+actually opened, so that a tree changed during the run cannot redirect them."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from functools import cached_property
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
-from django.conf import settings
-from django.core.files.storage import FileSystemStorage, Storage, storages
-from django.core.files.storage.handler import InvalidStorageError
+from django.core.files.storage import FileSystemStorage
 
-from .conf import Conf
-from .errors import ConfigurationError, UnsafeName
-from .hashing import Digest, digest_stream
-from .names import utf8
-
-if TYPE_CHECKING:
-    pass
-
-# Listing a key range costs one request per 1000 keys; past this many keys per row wanted,
-# one HEAD per row is cheaper.
-LIST_KEYS_PER_ROW = 20
-LIST_MIN_BUDGET = 1000
-_SSE_C_PARAMS = ("SSECustomerAlgorithm", "SSECustomerKey", "SSECustomerKeyMD5")
-
-
-@dataclass
-class ObjectInfo:
-    """What a storage says of one object. ``md5`` is set only where it is known: an ETag that is
-    an MD5, the md5 metadata this tool writes after verifying a copy, or a hash of the bytes.
-    ``etag_md5`` is the ETag's own proof alone (what a fresh write is verified by)."""
-
-    size: int
-    md5: str | None = None
-    etag: str = ""
-    content_type: str | None = None
-    headed: bool = False
-    etag_md5: str | None = None
-    meta_md5: str | None = None
-    encrypted: bool = False
-
-
-Fingerprint = tuple[object, ...]
-
-
-class NameMemo:
-    """A bounded memo of a pure function of a name: a row's name is looked up several times
-    while it is in flight (planning, reading, verifying). Errors are not kept."""
-
-    def __init__(self, function: Callable[[str], str], size: int = 8192) -> None:
-        self._function, self._size = function, size
-        self._values: dict[str, str] = {}
-
-    def __call__(self, name: str) -> str:
-        value = self._values.get(name)
-        if value is None:
-            value = self._function(name)
-            if len(self._values) >= self._size:
-                self._values.clear()
-            self._values[name] = value
-        return value
-
-
-class Endpoint:
-    """Base: any Django storage, through the storage API only."""
-
-    kind = "storage"
-    bucket = ""
-
-    def __init__(self, alias: str, storage: Storage, conf: Conf) -> None:
-        self.alias = alias
-        self.storage = storage
-        self.conf = conf
-
-    def __str__(self) -> str:
-        return self.alias
-
-    def key(self, name: str) -> str:
-        """Where the storage keeps a name (the S3 key, or the path relative to MEDIA_ROOT)."""
-        return name
-
-    def canonical(self, name: str) -> str:
-        """The name as the storage lists it (``a//b`` and ``a/./b`` are listed as ``a/b``)."""
-        return name
-
-    assume_empty = False
-
-    def preflight(
-        self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False
-    ) -> None:
-        """Raise ConfigurationError if the endpoint cannot be used at all."""
-
-    def stat(self, name: str) -> ObjectInfo | None:
-        if not self.storage.exists(name):
-            return None
-        return ObjectInfo(size=self.storage.size(name))
-
-    def stat_many(self, names: Iterable[str]) -> dict[str, ObjectInfo | None]:
-        return {name: self.stat(name) for name in names}
-
-    def hash(self, name: str, part_size: int | None = None) -> Digest:
-        """Read and hash the object's bytes (also per part of ``part_size``, if given)."""
-        with self.open(name) as stream:
-            return digest_stream(stream, part_size)  # type: ignore[arg-type]
-
-    def part_size(self, name: str, info: ObjectInfo) -> int | None:
-        """The part size of a multipart object (S3), else None."""
-        return None
-
-    def head(self, name: str, info: ObjectInfo) -> ObjectInfo:
-        """The object with everything the storage can say of it (S3: a HEAD after a listing)."""
-        return info
-
-    def is_empty(self, prefix: str) -> bool:
-        """Nothing is stored under this folder."""
-        return next(iter(self.iter_objects(prefix)), None) is None
-
-    def prove_md5(self, name: str, info: ObjectInfo) -> str:
-        """The object's MD5, from what is known or else by reading it."""
-        if info.md5 is None:
-            info.md5 = self.hash(name).md5
-        return info.md5
-
-    def open(self, name: str) -> IO[bytes]:
-        try:
-            return self.storage.open(name, "rb")
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise FileNotFoundError(str(exc)) from exc
-
-    def open_info(self, name: str) -> tuple[IO[bytes], ObjectInfo | None]:
-        """A stream of the object's bytes, and what the storage said of them when it opened it."""
-        return self.open(name), None
-
-    def fingerprint(self, name: str) -> Fingerprint | None:
-        """What changes when the object changes (checked before a source is deleted)."""
-        info = self.stat(name)
-        return None if info is None else (info.size,)
-
-    def local_path(self, name: str) -> str | None:
-        return None
-
-    def delete(self, name: str) -> None:
-        self.storage.delete(name)
-
-    def iter_objects(self, prefix: str = "") -> Iterator[tuple[str, ObjectInfo]]:
-        """Every object whose name starts with ``prefix``, in UTF-8 byte order of the names
-        (the order S3 lists in), as a stream."""
-        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        yield from self._walk(folder, prefix)
-
-    def _walk(self, folder: str, prefix: str) -> Iterator[tuple[str, ObjectInfo]]:
-        try:
-            dirs, files = self.storage.listdir(folder)
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        entries = [(d + "/", True) for d in dirs] + [(f, False) for f in files]
-        for entry, is_dir in sorted(entries, key=lambda e: utf8(e[0])):
-            name = f"{folder}/{entry}" if folder else entry
-            if is_dir:
-                if name.startswith(prefix) or prefix.startswith(name):
-                    yield from self._walk(name.rstrip("/"), prefix)
-            elif name.startswith(prefix):
-                yield name, ObjectInfo(size=self.storage.size(name))
-
+from ..errors import ConfigurationError, UnsafeName
+from ..names import utf8
+from .base import Endpoint, Fingerprint, NameMemo, ObjectInfo
 
 # Where /proc is mounted (Linux), the kernel names the file a descriptor has open: a check of
 # what was opened holds whatever is swapped on the way afterwards.
@@ -458,43 +303,3 @@ class LocalEndpoint(Endpoint):
                 os.unlink(base, dir_fd=dfd)  # in the folder checked, whatever is swapped now
         finally:
             os.close(dfd)
-
-
-def endpoint_for(alias: str, conf: Conf) -> Endpoint:
-    """The endpoint of a STORAGES alias, by the kind of its storage."""
-    try:
-        storage = storages[alias]
-    except InvalidStorageError:
-        known = ", ".join(sorted(getattr(settings, "STORAGES", {}) or {}))
-        raise ConfigurationError(
-            f"Storage alias {alias!r} is not in STORAGES (known: {known})"
-        ) from None
-    return endpoint_for_storage(alias, storage, conf)
-
-
-def alias_of(storage: Storage) -> str | None:
-    """The STORAGES alias whose instance a field's storage is (default_storage is 'default')."""
-    from django.core.files.storage import default_storage
-
-    if storage is default_storage:
-        return "default"
-    for alias in getattr(settings, "STORAGES", {}) or {}:
-        try:
-            if storages[alias] is storage:
-                return str(alias)
-        except InvalidStorageError:  # pragma: no cover - a broken alias is not this one
-            continue
-    return None
-
-
-def endpoint_for_storage(alias: str, storage: Storage, conf: Conf) -> Endpoint:
-    """An endpoint for a storage instance (a field's own storage, or an alias's)."""
-    if isinstance(storage, FileSystemStorage):
-        return LocalEndpoint(alias, storage, conf)
-    from storages.backends.s3 import S3Storage
-
-    if isinstance(storage, S3Storage):
-        from .s3 import S3Endpoint  # here: s3.py builds on this module
-
-        return S3Endpoint(alias, storage, conf)
-    return Endpoint(alias, storage, conf)

@@ -11,25 +11,11 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import models
 from django.db.models import Q
 
-from .endpoints import Endpoint
-from .report import ORPHAN, Problem
-from .targets import Target, file_fields
+from ..endpoints.base import Endpoint
+from ..report.problems import ORPHAN, Problem
+from ..targets import Target, file_fields, upload_prefix
 
 ORPHAN_BATCH = 1000
-
-
-def upload_prefix(target: Target) -> str | None:
-    """The fixed folder a FileField uploads under (``file_manager/`` of
-    ``file_manager/%Y/%m/%d/``, ``avatars/`` of ``avatars``), or None when upload_to is a
-    function."""
-    upload_to = target.field.upload_to
-    if callable(upload_to):
-        return None
-    text = str(upload_to or "")
-    if "%" not in text:
-        return text.rstrip("/") + "/" if text.strip("/") else ""
-    fixed = text.split("%", 1)[0]
-    return fixed[: fixed.rfind("/") + 1]
 
 
 def _outermost(prefixes: set[str]) -> list[str]:

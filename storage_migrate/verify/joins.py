@@ -11,10 +11,10 @@ from django.core.exceptions import SuspiciousOperation
 from django.db.models import Max, Min, Q
 from django.db.models.functions import Collate
 
-from .endpoints import Endpoint
-from .names import common_folder
-from .rows import UNKNOWN, Planned, Row, row_columns, with_files
-from .targets import Target
+from ..endpoints.base import Endpoint
+from ..names import common_folder
+from ..rows import UNKNOWN, Planned, Row, row_columns, with_files
+from ..targets import Target
 
 # Collations that order text by its UTF-8 bytes, as S3 lists keys.
 BYTE_ORDER = {"postgresql": "C", "sqlite": "BINARY", "mysql": "utf8mb4_bin"}

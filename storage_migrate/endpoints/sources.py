@@ -10,10 +10,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import IO
 
-from .conf import Conf
-from .endpoints import Endpoint, LocalEndpoint, ObjectInfo
-from .errors import RowError, SourceMissing, VerificationFailed
-from .hashing import Digest, digest_bytes, digest_stream
+from ..conf import Conf
+from ..errors import RowError, SourceMissing, VerificationFailed
+from ..hashing import Digest, digest_bytes, digest_stream
+from .base import Endpoint, ObjectInfo
+from .local import LocalEndpoint
 from .proof import prove_download
 
 

@@ -23,10 +23,9 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from .conf import Conf
+from ..conf import Conf
 
 logger = logging.getLogger("storage_migrate")
-
 # PutObject parameters that botocore turns into plain headers, with nothing computed by an event
 # hook (customer-key encryption is: its key MD5). Any other parameter goes to boto3.
 HEADER_PARAMS = frozenset(
@@ -57,11 +56,11 @@ HEADER_PARAMS = frozenset(
         "WebsiteRedirectLocation",
     }
 )
+
+
 _PROBE_KEY = "storage-migrate-probe"
 _B64_STANDIN = "storage-migrate-content-md5"
 _HEX_STANDIN = "storage-migrate-md5-metadata"
-
-
 # The runtime's errors for answers it retried until it gave up: the answer, as S3 sends it.
 _GAVE_UP = {
     "AWS_ERROR_S3_SLOW_DOWN": (503, "SlowDown"),
@@ -354,7 +353,7 @@ def native_put(
         return NativePut(client, bucket, conf, credentials=credentials, verify=verify)
     except Unsupported as exc:
         if conf.ENGINE == "native":
-            from .errors import ConfigurationError
+            from ..errors import ConfigurationError
 
             raise ConfigurationError(f"STORAGE_MIGRATE['ENGINE'] is 'native', but {exc}.") from None
         logger.debug("native engine not used for bucket %s: %s", bucket, exc)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from .endpoints import Endpoint
+    from .base import Endpoint
+
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 

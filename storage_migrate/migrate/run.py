@@ -9,36 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import random
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
-from django.db import DatabaseError, InterfaceError, OperationalError, transaction
+from django.core.exceptions import ImproperlyConfigured
 
-from .conf import Conf, get_conf
-from .database import check_database
-from .deletion import DeletedCallback, DeletionLedger
-from .endpoints import Endpoint, endpoint_for
-from .engine import close_engines, conditional_writes, native_engine
-from .errors import ConfigurationError, DatabaseLost, UnsafeName
-from .names import key_reason, unsafe_reason
-from .orphans import upload_prefix
-from .places import identity, loose_identity, overlap
-from .report import (
-    COPIED,
-    ERROR,
-    SKIPPED,
-    UNSAFE_NAME,
-    MigrationReport,
-    Problem,
-    now,
-)
-from .rowcopy import RowCopier
-from .rows import (
+from ..conf import Conf, get_conf
+from ..database import check_database
+from ..endpoints.base import Endpoint
+from ..endpoints.factory import endpoint_for
+from ..endpoints.s3write import close_engines, native_engine
+from ..errors import ConfigurationError, DatabaseLost
+from ..report.migration import MigrationReport
+from ..report.problems import COPIED, SKIPPED, Problem, now
+from ..rows import (
     UNKNOWN,
     Planned,
     ProgressCallback,
@@ -46,63 +32,19 @@ from .rows import (
     RowResult,
     StartCallback,
     log,
-    reconnect,
-    rows_by_pk,
-    with_files,
 )
-from .targets import Target, resolve_targets
+from ..targets import Target, resolve_targets
+from . import commit
+from .commit import Committer
+from .deletion import DeletedCallback, DeletionLedger
+from .plan import DEFAULT_PAIRS, Planner, refuse_one_place, refuse_unsafe_deletes
+from .rowcopy import RowCopier
 
 # Worker threads when the native engine sends: each keeps WORKERS / NATIVE_THREADS in flight.
 NATIVE_THREADS = 2
 # A chunk holds this many rounds of a thread's transfers: the thread waits for its oldest
 # transfer before starting a new one, and goes back to the calling thread once per chunk.
 CHUNK_ROUNDS = 4
-# Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
-COMMIT_ROWS = 500
-COMMIT_SECONDS = 1.0
-COMMIT_ATTEMPTS = 4
-DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
-
-
-def _columns(result: RowResult) -> dict[str, Any]:
-    columns = result.row.target.columns
-    return {columns[role]: value for role, value in result.updates.items()}
-
-
-def batch_update(group: list[RowResult]) -> bool:
-    """One UPDATE statement run for every row of the group (one model, field and set of columns;
-    executemany: a few microseconds a row, where an ORM update() costs a round of query
-    building each), each row only if it still holds the same file. True when every row was
-    updated; False (nothing to undo: the caller updates row by row) when one was not, or when
-    the columns are not all in the model's own table (multi-table inheritance: the ORM's job)."""
-    from django.db import connections, router
-
-    target = group[0].row.target
-    model = target.model._meta.concrete_model
-    assert model is not None
-    meta = model._meta
-    own = set(meta.local_concrete_fields)
-    fields: list[Any] = [meta.get_field(name) for name in _columns(group[0])]
-    if not all(f in own for f in [*fields, target.field, meta.pk]):
-        return False
-    alias = router.db_for_write(model)
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET "
-        + ", ".join(f"{quote(f.column)} = %s" for f in fields)
-        + f" WHERE {quote(str(meta.pk.column))} = %s AND {quote(str(target.field.column))} = %s"
-    )
-    params = []
-    for result in group:
-        values = _columns(result)
-        params.append(
-            [f.get_db_prep_save(values[f.name], connection) for f in fields]
-            + [meta.pk.get_db_prep_value(result.row.pk, connection), result.row.name]
-        )
-    with transaction.atomic(using=alias), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
-        return bool(cursor.rowcount == len(group))
 
 
 @contextlib.contextmanager
@@ -123,7 +65,7 @@ def quiet_collector() -> Iterator[None]:
             gc.unfreeze()
 
 
-class Migration:
+class Migration(Planner, Committer):
     """One run. Use migrate_storage(); this class holds the run's state."""
 
     def __init__(
@@ -178,25 +120,7 @@ class Migration:
             rewrite_checksums=rewrite_checksums,
         )
 
-    def count_rows(self) -> int:
-        total = 0
-        for target in self.targets:
-            total += with_files(target).count()
-        return total if self.limit is None else min(total, self.limit)
-
     # --- the loop -------------------------------------------------------------------------
-
-    def _destination_was_empty(self) -> bool:
-        """A destination that held nothing under the walked fields' folders when the run began
-        needs no listing: every object in it since is this run's, or appeared under a
-        conditional write (If-None-Match), which refuses to replace it. Stores without
-        conditional writes are listed as usual."""
-        if self._empty_at_start is None:
-            prefixes = {upload_prefix(t) for t in self.targets}
-            self._empty_at_start = self.dst.kind == "s3" and all(
-                self.dst.is_empty(p or "") for p in prefixes
-            )
-        return self._empty_at_start and conditional_writes(self.dst)
 
     def run(self) -> MigrationReport:
         with quiet_collector():
@@ -296,71 +220,13 @@ class Migration:
         self._flush()
         if not self._futures:
             return
-        done, _ = wait(self._futures, return_when=return_when, timeout=COMMIT_SECONDS)
+        done, _ = wait(self._futures, return_when=return_when, timeout=commit.COMMIT_SECONDS)
         for future in done:
             # Only once it is finished, so nothing is lost.
             self._in_flight -= self._futures.pop(future)
             for result in future.result():
                 self._finish(result)
         self._maybe_commit()
-
-    def _planned_rows(self) -> Iterator[tuple[Row, Planned | RowResult]]:
-        """Each row with what the destination holds under its name (one listing per batch where
-        the destination can list), or a RowResult already decided."""
-        remaining = self.limit
-        for target in self.targets:
-            for batch in rows_by_pk(target, self.conf.BATCH_SIZE):
-                if remaining is not None:
-                    batch = batch[:remaining]
-                    remaining -= len(batch)
-                safe: list[Row] = []
-                for row in batch:
-                    reason = self._unsafe(row)
-                    if reason:
-                        problem = row.problem(UNSAFE_NAME, reason)
-                        yield row, RowResult(row, UNSAFE_NAME, problems=[problem])
-                    else:
-                        safe.append(row)
-                infos: dict[str, Planned]
-                try:
-                    if self._destination_was_empty():
-                        infos = dict.fromkeys((r.name for r in safe), None)
-                    else:
-                        infos = dict(self.dst.stat_many(sorted({r.name for r in safe})))
-                except Exception:
-                    # A listing that fails is no reason to stop: each row asks for itself,
-                    # and a failure then lands on that row.
-                    infos = dict.fromkeys((r.name for r in safe), UNKNOWN)
-                for row in safe:
-                    yield row, infos[row.name]
-                self._maybe_commit()
-                if remaining is not None and remaining <= 0:
-                    return
-
-    def _unsafe(self, row: Row) -> str | None:
-        reason = self._unsafe_reason(row)
-        if reason and self.ledger is not None:
-            row.source_id = loose_identity(self.src, row.name)  # what it shares stays
-        return reason
-
-    def _unsafe_reason(self, row: Row) -> str | None:
-        reason = unsafe_reason(row.name)
-        if reason:
-            return reason
-        try:
-            for endpoint in (self.src, self.dst):
-                reason = key_reason(endpoint.key(row.name))
-                if reason:
-                    return reason
-                endpoint.local_path(row.name)
-            row.key = self.dst.key(row.name)
-            if self.ledger is not None:
-                row.source_id = identity(self.src, row.name)
-        except UnsafeName as exc:
-            return str(exc)
-        except (SuspiciousOperation, ValueError) as exc:
-            return f"name leaves the storage's root ({exc.__class__.__name__})"
-        return None
 
     # --- back in the calling thread -------------------------------------------------------
 
@@ -416,113 +282,6 @@ class Migration:
         else:
             self._busy.discard(key)
 
-    def _maybe_commit(self) -> None:
-        if len(self._pending) >= COMMIT_ROWS or (
-            self._pending and time.monotonic() - self._last_commit >= COMMIT_SECONDS
-        ):
-            self._commit()
-
-    def _commit(self, *, resubmit: bool = True) -> None:
-        """Write the verified rows' metadata in one short transaction, without model signals
-        (batch_update), then delete their sources if asked."""
-        pending, self._pending = self._pending, []
-        self._last_commit = time.monotonic()
-        if not pending:
-            return
-        # One order for every run (model, field, pk): two runs at once then queue behind each
-        # other's row locks instead of deadlocking.
-        pending.sort(key=lambda r: (r.row.target.label, r.row.target.field_name, r.row.pk))
-        for attempt in range(COMMIT_ATTEMPTS):
-            try:
-                vanished = self._write_rows(pending)
-                break
-            except (OperationalError, InterfaceError) as exc:  # a deadlock, a lost connection
-                if attempt + 1 == COMMIT_ATTEMPTS:
-                    detail = f"verified, but its row could not be committed ({exc}); run again"
-                    vanished = []
-                    for result in pending:
-                        self._vanished(result, detail)
-                else:
-                    reconnect(pending[0].row.target.model)  # a lost one is opened again
-                    time.sleep(random.uniform(0.1, 0.5) * (attempt + 1))
-            except DatabaseError:
-                # A value one row's column refuses (DataError, IntegrityError): every row on its
-                # own, so that the error stays that row's problem and the others are committed.
-                vanished = self._write_rows_one_by_one(pending)
-                break
-        for result in vanished:
-            self._vanished(result)
-        for result in pending:
-            row = result.row
-            if self.ledger is not None and row.source_id is not None:
-                if result.clean:
-                    self.ledger.add(result, row.source_id, result.dest_proof)
-                else:
-                    self.ledger.taint(row.source_id)
-            self._release(result, resubmit=resubmit)
-            self._notify(result)
-
-    def _write_rows(self, pending: list[RowResult]) -> list[RowResult]:
-        """One transaction: each row's columns, if the row still holds the same file. Returns
-        the rows that no longer do (deleted, or given another file, meanwhile)."""
-        vanished: list[RowResult] = []
-        groups: dict[tuple[Any, ...], list[RowResult]] = {}
-        with transaction.atomic():
-            for result in pending:
-                if result.updates:
-                    target = result.row.target
-                    key = (target.label, target.field_name, tuple(sorted(result.updates)))
-                    groups.setdefault(key, []).append(result)
-                elif self.delete_source and not self._still_there(result.row).exists():
-                    vanished.append(result)
-            for group in groups.values():
-                if not batch_update(group):
-                    # Some row changed meanwhile: row by row, to tell which (the same values
-                    # again for the others; the file column is not among them).
-                    vanished += [
-                        r for r in group if self._still_there(r.row).update(**_columns(r)) == 0
-                    ]
-        return vanished
-
-    def _write_rows_one_by_one(self, pending: list[RowResult]) -> list[RowResult]:
-        vanished: list[RowResult] = []
-        for result in pending:
-            try:
-                with transaction.atomic():
-                    if result.updates:
-                        if self._still_there(result.row).update(**_columns(result)) == 0:
-                            vanished.append(result)
-                    elif self.delete_source and not self._still_there(result.row).exists():
-                        vanished.append(result)
-            except DatabaseError as exc:
-                detail = (
-                    f"verified, but the database refused its row ({exc.__class__.__name__}: "
-                    f"{str(exc).strip()}); the row was left as it is"
-                )
-                self._vanished(result, detail)
-        return vanished
-
-    @staticmethod
-    def _still_there(row: Row) -> Any:
-        return row.target.model._base_manager.filter(
-            pk=row.pk, **{str(row.target.field.attname): row.name}
-        )
-
-    def _vanished(self, result: RowResult, detail: str = "") -> None:
-        """The row was deleted, or its file changed, while it was being copied: it is left as
-        it is, and counted as an error rather than a copy."""
-        report = self.report
-        if result.outcome == COPIED:
-            report.copied -= 1
-            report.bytes_copied -= result.bytes
-        elif result.outcome == SKIPPED:
-            report.skipped -= 1
-        result.outcome = ERROR
-        detail = detail or "row was deleted or its file changed during the migration; left as is"
-        problem = result.row.problem(ERROR, detail)
-        result.problems.append(problem)
-        self._add_problems(result, [problem])
-
 
 def migrate_storage(
     *,
@@ -558,9 +317,9 @@ def migrate_storage(
             raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
         src = endpoint_for(source, conf)
         destructive = (delete_source or overwrite) and not dry_run
-        _refuse_one_place(src, dst, probe=False, destructive=destructive)
+        refuse_one_place(src, dst, probe=False, destructive=destructive)
         if delete_source:  # a dry run predicts the refusal too
-            _refuse_unsafe_deletes(src, dst, limit)
+            refuse_unsafe_deletes(src, dst, limit)
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
         raise ConfigurationError(str(exc)) from exc
@@ -568,7 +327,7 @@ def migrate_storage(
     src.preflight(as_source=True)
     dst.preflight(as_source=False, create_bucket=create_bucket, dry_run=dry_run)
     if not dry_run:
-        _refuse_one_place(src, dst, probe=True, destructive=destructive)
+        refuse_one_place(src, dst, probe=True, destructive=destructive)
     migration = Migration(
         src,
         dst,
@@ -584,30 +343,3 @@ def migrate_storage(
         on_deleted=on_deleted,
     )
     return migration.run()
-
-
-def _refuse_one_place(src: Endpoint, dst: Endpoint, *, probe: bool, destructive: bool) -> None:
-    """One place is always refused; one inside the other, and a place that cannot be told
-    apart, only where the run may delete or replace something."""
-    same = overlap(src, dst, probe=probe, nested=destructive, certain=destructive)
-    if same:
-        raise ConfigurationError(
-            f"{same}: a migration between them would move files onto themselves "
-            "(choose a destination elsewhere)."
-        )
-
-
-def _refuse_unsafe_deletes(src: Endpoint, dst: Endpoint, limit: int | None) -> None:
-    """--delete-source only where a delete can be proven safe."""
-    for endpoint in (src, dst):
-        if endpoint.kind not in ("local", "s3"):
-            raise ConfigurationError(
-                f"--delete-source works between local disk and S3 storages only: storage "
-                f"{endpoint.alias!r} ({type(endpoint.storage).__name__}) cannot be proven to "
-                "keep its files elsewhere (copy without --delete-source)."
-            )
-    if limit is not None:
-        raise ConfigurationError(
-            "--delete-source walks whole tables (a row beyond --limit may share a file with "
-            "one within it): drop --limit, or copy without --delete-source."
-        )

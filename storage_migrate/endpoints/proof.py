@@ -1,15 +1,16 @@
-"""What proves that two stored objects hold the same bytes, and what proves a download.
-
-Proof is something a third party cannot write: an ETag that is the MD5; a multipart ETag
-recomputed from bytes we read ourselves with the object's part layout; the digest of bytes we
-read. The md5 metadata this tool writes is a hint only, never a proof (DESIGN section 1).
-"""
+"""What proves that an object holds given bytes, and what proves a download."""
 
 from __future__ import annotations
 
-from .endpoints import Endpoint, ObjectInfo
-from .errors import Unverifiable, VerificationFailed
-from .hashing import Digest, multipart_parts
+from typing import TYPE_CHECKING
+
+from ..errors import Conflict, Unverifiable, VerificationFailed
+from ..hashing import Digest, multipart_parts
+from .base import Endpoint, ObjectInfo
+
+if TYPE_CHECKING:
+    from .s3 import S3Endpoint
+    from .sources import Source
 
 
 def _etag_md5(endpoint: Endpoint, name: str, info: ObjectInfo) -> tuple[ObjectInfo, str | None]:
@@ -124,3 +125,43 @@ def prove_download(
         "the download could not be proven equal to the object (its ETag is not an MD5, its part "
         f"layout is unknown, and {why}); nothing was written"
     )
+
+
+def verify_s3(endpoint: S3Endpoint, name: str, digest: Digest, etag: str | None) -> ObjectInfo:
+    """Prove the object holds these bytes: the write's ETag, else a HEAD (size, and an ETag that is
+    the MD5 or the multipart ETag of our parts), else download and hash. Never our own metadata."""
+    if etag and endpoint.etag_is_md5 and etag == digest.md5:
+        return ObjectInfo(size=digest.size, md5=digest.md5, etag=etag)
+    info = endpoint.stat(name)
+    if info is None:
+        raise VerificationFailed("object not found right after it was written")
+    if info.size != digest.size:
+        raise VerificationFailed(f"destination holds {info.size} bytes, {digest.size} were sent")
+    multipart_proof = (
+        endpoint.etag_is_md5 and not info.encrypted and info.etag == digest.multipart_etag()
+    )
+    if info.etag_md5 == digest.md5 or multipart_proof:
+        info.md5 = digest.md5
+        return info
+    actual = endpoint.hash(name)
+    if actual.md5 != digest.md5:
+        raise VerificationFailed(f"destination MD5 {actual.md5} differs from source {digest.md5}")
+    info.md5 = digest.md5
+    return info
+
+
+def prove_adopted(endpoint: S3Endpoint, name: str, source: Source) -> ObjectInfo:
+    """A retried write whose first attempt succeeded (its answer was lost) finds its own object:
+    that is a success if the object holds these very bytes. Anything else under the name is
+    someone else's, and is neither replaced nor deleted."""
+    found = endpoint.stat(name)
+    digest = source.digest
+    multipart = endpoint.etag_is_md5 and found is not None and not found.encrypted
+    if (
+        found is not None
+        and found.size == digest.size
+        and (found.etag_md5 == digest.md5 or (multipart and found.etag == digest.multipart_etag()))
+    ):
+        found.md5 = digest.md5
+        return found
+    raise Conflict("an object appeared under this name during the copy")

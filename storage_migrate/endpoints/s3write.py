@@ -1,6 +1,5 @@
-"""The S3 write engine: one PUT below the multipart threshold (the native engine where it can serve
-the storage, boto3's put_object otherwise), boto3's transfer manager above it; conditional
-writes, Content-MD5 on every request; and the verification of what was written."""
+"""Writing to S3: boto3's transfer manager (or the native engine for single PUTs), conditional
+writes where the store honours them, and what a retried write finds under its name."""
 
 from __future__ import annotations
 
@@ -11,11 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-from .conf import Conf
-from .endpoints import Endpoint, ObjectInfo
-from .errors import Conflict, VerificationFailed
-from .hashing import CHUNK, Digest, new_md5, normalize_etag
+from ..conf import Conf
+from ..errors import Conflict, VerificationFailed
+from ..hashing import CHUNK, new_md5, normalize_etag
+from .base import Endpoint, ObjectInfo
 from .native import native_put
+from .proof import prove_adopted, verify_s3
 from .s3 import S3Endpoint
 from .sources import Source
 
@@ -307,29 +307,6 @@ def close_engines(*endpoints: Endpoint) -> None:
             engine.close()
 
 
-def verify_s3(endpoint: S3Endpoint, name: str, digest: Digest, etag: str | None) -> ObjectInfo:
-    """Prove the object holds these bytes: the write's ETag, else a HEAD (size, and an ETag that is
-    the MD5 or the multipart ETag of our parts), else download and hash. Never our own metadata."""
-    if etag and endpoint.etag_is_md5 and etag == digest.md5:
-        return ObjectInfo(size=digest.size, md5=digest.md5, etag=etag)
-    info = endpoint.stat(name)
-    if info is None:
-        raise VerificationFailed("object not found right after it was written")
-    if info.size != digest.size:
-        raise VerificationFailed(f"destination holds {info.size} bytes, {digest.size} were sent")
-    multipart_proof = (
-        endpoint.etag_is_md5 and not info.encrypted and info.etag == digest.multipart_etag()
-    )
-    if info.etag_md5 == digest.md5 or multipart_proof:
-        info.md5 = digest.md5
-        return info
-    actual = endpoint.hash(name)
-    if actual.md5 != digest.md5:
-        raise VerificationFailed(f"destination MD5 {actual.md5} differs from source {digest.md5}")
-    info.md5 = digest.md5
-    return info
-
-
 def start_write_s3(
     endpoint: S3Endpoint,
     name: str,
@@ -350,7 +327,7 @@ def start_write_s3(
         try:
             etag = waiting()
         except Conflict:
-            return _adopt(endpoint, name, source), True
+            return prove_adopted(endpoint, name, source), True
         try:
             return verify_s3(endpoint, name, source.digest, etag), False
         except VerificationFailed:
@@ -365,20 +342,3 @@ def start_write_s3(
             raise
 
     return finish
-
-
-def _adopt(endpoint: S3Endpoint, name: str, source: Source) -> ObjectInfo:
-    """A retried write whose first attempt succeeded (its answer was lost) finds its own object:
-    that is a success if the object holds these very bytes. Anything else under the name is
-    someone else's, and is neither replaced nor deleted."""
-    found = endpoint.stat(name)
-    digest = source.digest
-    multipart = endpoint.etag_is_md5 and found is not None and not found.encrypted
-    if (
-        found is not None
-        and found.size == digest.size
-        and (found.etag_md5 == digest.md5 or (multipart and found.etag == digest.multipart_etag()))
-    ):
-        found.md5 = digest.md5
-        return found
-    raise Conflict("an object appeared under this name during the copy")

@@ -1,0 +1,12 @@
+"""One run of migrate_storage: plan -> copy -> verify -> commit -> (delete, once the run is over).
+
+``run`` schedules the rows, ``plan`` decides what each row needs and refuses a run that could
+lose files, ``rowcopy`` copies and proves one row's file, ``commit`` writes the rows whose copies
+are proven, ``deletion`` deletes sources only when every row that shares them is clean.
+"""
+
+from __future__ import annotations
+
+from .run import migrate_storage
+
+__all__ = ["migrate_storage"]

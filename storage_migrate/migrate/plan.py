@@ -1,0 +1,146 @@
+"""Before a row is copied: what it needs (what the destination holds under its name, one
+listing per batch), whether its name is safe, and the refusals of a run that could lose files
+(two aliases that are one place, --delete-source where no delete can be proven safe)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from django.core.exceptions import SuspiciousOperation
+
+from ..conf import Conf
+from ..endpoints.base import Endpoint
+from ..endpoints.places import identity, loose_identity, overlap
+from ..endpoints.s3write import conditional_writes
+from ..errors import ConfigurationError, UnsafeName
+from ..names import key_reason, unsafe_reason
+from ..report.problems import UNSAFE_NAME
+from ..rows import (
+    UNKNOWN,
+    Planned,
+    Row,
+    RowResult,
+    rows_by_pk,
+    with_files,
+)
+from ..targets import Target, upload_prefix
+from .deletion import DeletionLedger
+
+DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
+
+
+class Planner:
+    """Migration's planning: the rows, batch by batch, each with what the destination holds."""
+
+    src: Endpoint
+    dst: Endpoint
+    targets: list[Target]
+    conf: Conf
+    limit: int | None
+    ledger: DeletionLedger | None
+    _empty_at_start: bool | None
+
+    _maybe_commit: Callable[[], None]  # Committer's
+
+    def count_rows(self) -> int:
+        total = 0
+        for target in self.targets:
+            total += with_files(target).count()
+        return total if self.limit is None else min(total, self.limit)
+
+    def _destination_was_empty(self) -> bool:
+        """A destination that held nothing under the walked fields' folders when the run began
+        needs no listing: every object in it since is this run's, or appeared under a
+        conditional write (If-None-Match), which refuses to replace it. Stores without
+        conditional writes are listed as usual."""
+        if self._empty_at_start is None:
+            prefixes = {upload_prefix(t) for t in self.targets}
+            self._empty_at_start = self.dst.kind == "s3" and all(
+                self.dst.is_empty(p or "") for p in prefixes
+            )
+        return self._empty_at_start and conditional_writes(self.dst)
+
+    def _planned_rows(self) -> Iterator[tuple[Row, Planned | RowResult]]:
+        """Each row with what the destination holds under its name (one listing per batch where
+        the destination can list), or a RowResult already decided."""
+        remaining = self.limit
+        for target in self.targets:
+            for batch in rows_by_pk(target, self.conf.BATCH_SIZE):
+                if remaining is not None:
+                    batch = batch[:remaining]
+                    remaining -= len(batch)
+                safe: list[Row] = []
+                for row in batch:
+                    reason = self._unsafe(row)
+                    if reason:
+                        problem = row.problem(UNSAFE_NAME, reason)
+                        yield row, RowResult(row, UNSAFE_NAME, problems=[problem])
+                    else:
+                        safe.append(row)
+                infos: dict[str, Planned]
+                try:
+                    if self._destination_was_empty():
+                        infos = dict.fromkeys((r.name for r in safe), None)
+                    else:
+                        infos = dict(self.dst.stat_many(sorted({r.name for r in safe})))
+                except Exception:
+                    # A listing that fails is no reason to stop: each row asks for itself,
+                    # and a failure then lands on that row.
+                    infos = dict.fromkeys((r.name for r in safe), UNKNOWN)
+                for row in safe:
+                    yield row, infos[row.name]
+                self._maybe_commit()
+                if remaining is not None and remaining <= 0:
+                    return
+
+    def _unsafe(self, row: Row) -> str | None:
+        reason = self._unsafe_reason(row)
+        if reason and self.ledger is not None:
+            row.source_id = loose_identity(self.src, row.name)  # what it shares stays
+        return reason
+
+    def _unsafe_reason(self, row: Row) -> str | None:
+        reason = unsafe_reason(row.name)
+        if reason:
+            return reason
+        try:
+            for endpoint in (self.src, self.dst):
+                reason = key_reason(endpoint.key(row.name))
+                if reason:
+                    return reason
+                endpoint.local_path(row.name)
+            row.key = self.dst.key(row.name)
+            if self.ledger is not None:
+                row.source_id = identity(self.src, row.name)
+        except UnsafeName as exc:
+            return str(exc)
+        except (SuspiciousOperation, ValueError) as exc:
+            return f"name leaves the storage's root ({exc.__class__.__name__})"
+        return None
+
+
+def refuse_one_place(src: Endpoint, dst: Endpoint, *, probe: bool, destructive: bool) -> None:
+    """One place is always refused; one inside the other, and a place that cannot be told
+    apart, only where the run may delete or replace something."""
+    same = overlap(src, dst, probe=probe, nested=destructive, certain=destructive)
+    if same:
+        raise ConfigurationError(
+            f"{same}: a migration between them would move files onto themselves "
+            "(choose a destination elsewhere)."
+        )
+
+
+def refuse_unsafe_deletes(src: Endpoint, dst: Endpoint, limit: int | None) -> None:
+    """--delete-source only where a delete can be proven safe."""
+    for endpoint in (src, dst):
+        if endpoint.kind not in ("local", "s3"):
+            raise ConfigurationError(
+                f"--delete-source works between local disk and S3 storages only: storage "
+                f"{endpoint.alias!r} ({type(endpoint.storage).__name__}) cannot be proven to "
+                "keep its files elsewhere (copy without --delete-source)."
+            )
+    if limit is not None:
+        raise ConfigurationError(
+            "--delete-source walks whole tables (a row beyond --limit may share a file with "
+            "one within it): drop --limit, or copy without --delete-source."
+        )

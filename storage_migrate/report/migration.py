@@ -1,0 +1,97 @@
+"""What a migrate_storage run did: its totals, summary and text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .base import SUMMARY, TEXT_PER_KIND, Report, _kinds_in_order, _more, format_bytes, plural, rate
+from .problems import EXIT_OK, EXIT_PROBLEMS, MIGRATION_PROBLEMS
+
+
+@dataclass
+class MigrationReport(Report):
+    """What a migrate_storage run did: one outcome per row, and every problem."""
+
+    command: ClassVar[str] = "migrate_storage"
+    source: str
+    destination: str
+    dry_run: bool = False
+    rows: int = 0
+    copied: int = 0
+    skipped: int = 0
+    bytes_copied: int = 0
+    # --delete-source: sources deleted once the run was over (in a dry run: would be).
+    deleted: int = 0
+    bytes_deleted: int = 0
+
+    @property
+    def failed(self) -> int:
+        """Rows that were neither copied nor skipped."""
+        return self.rows - self.copied - self.skipped
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROBLEMS if self.problems else EXIT_OK
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "destination": self.destination,
+            "dry_run": self.dry_run,
+            "interrupted": self.interrupted,
+        }
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {
+            "rows": self.rows,
+            "copied": self.copied,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "problems": len(self.problems),
+            "bytes_copied": self.bytes_copied,
+            "deleted": self.deleted,
+            "bytes_deleted": self.bytes_deleted,
+        }
+
+    def summary(self) -> str:
+        problems = self.problems_phrase()
+        if self.dry_run:
+            head = (
+                f"Dry run: would copy {plural(self.copied, 'file')} "
+                f"({format_bytes(self.bytes_copied)}), skip {self.skipped}"
+            )
+        else:
+            head = (
+                f"Copied {plural(self.copied, 'file')} ({format_bytes(self.bytes_copied)}), "
+                f"skipped {self.skipped}"
+            )
+        if self.deleted:
+            verb = "would delete" if self.dry_run else "deleted"
+            head += (
+                f", {verb} {plural(self.deleted, 'source')} ({format_bytes(self.bytes_deleted)})"
+            )
+        if self.interrupted:
+            head = f"Interrupted: {head[0].lower()}{head[1:]}"
+        speed = None if self.dry_run else rate(self.bytes_copied, self.seconds)
+        return f"{head}, {problems} in {self.seconds:.1f} s" + (f" ({speed})" if speed else "")
+
+    def fails_on(self, kind: str) -> bool:
+        return True  # every problem of a migration is exit 1
+
+    def text_lines(
+        self, limit: int | None = TEXT_PER_KIND, report: str | None = None
+    ) -> Iterator[tuple[str, str]]:
+        """The summary, then the first ``limit`` problems of each kind in primary-key order
+        (all with None), each line with what it is about (SUMMARY, or its problems' kind);
+        ``report`` names the file that has all of them, if one was written."""
+        yield SUMMARY, f"{self.source} -> {self.destination}: {self.summary()}"
+        counts = self.problems.counts()
+        for kind in _kinds_in_order(counts, MIGRATION_PROBLEMS):
+            yield from ((kind, p.line()) for p in self.first_of_kind(kind, limit))
+            yield from ((kind, line) for line in _more(counts[kind], kind, limit, report))
+
+    def to_text(self, limit: int | None = TEXT_PER_KIND, report: str | None = None) -> str:
+        return "\n".join(line for _, line in self.text_lines(limit, report))
