@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+NOX_ARGS ?=
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install demo test test-fast matrix package lint format bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11 or later is needed (set PYTHON=...)")'
@@ -25,6 +26,12 @@ test: $(STAMP) ## The whole test suite (DATABASE_URL=postgres://... runs it on P
 test-fast: $(STAMP) ## The suite without the slow end-to-end tests.
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+matrix: $(STAMP) ## test-fast on Python 3.11 + Django 5.2, 3.12 + 6.0, 3.13 + the newest (nox).
+	$(VENV)/bin/nox $(NOX_ARGS)
+
+package: $(STAMP) ## Build the sdist and wheel, twine check, install the wheel in a fresh venv and check it.
+	VENV=$(VENV) .ci/package
+
 lint: $(STAMP) ## ruff and mypy, clean.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -39,4 +46,4 @@ bench: $(STAMP) ## migrate_storage and verify_files vs rclone, s5cmd, aws s3 syn
 	$(PY) bench/measure.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) sample_project/.demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .nox sample_project/.demo .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

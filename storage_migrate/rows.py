@@ -3,7 +3,6 @@ batches (pk > last, never OFFSET)."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +15,6 @@ from .endpoints.base import Fingerprint, ObjectInfo
 from .errors import DatabaseLost
 from .report.problems import COPIED, SKIPPED, Problem
 from .targets import Target
-
-log = logging.getLogger("storage_migrate")
 
 
 @dataclass
@@ -55,7 +52,7 @@ class RowResult:
     # The source as it was when it was read (checked again before it is deleted).
     fingerprint: Fingerprint | None = None
     # The verified object at the destination, and what must still hold there when the source
-    # is deleted (deletion.destination_proof).
+    # is deleted (migrate/deletion.py, destination_proof).
     dest: ObjectInfo | None = None
     dest_proof: list[Any] | None = None
 
@@ -72,6 +69,8 @@ UNKNOWN = _Unknown()
 Planned = ObjectInfo | None | _Unknown
 
 ProgressCallback = Callable[[RowResult], None]
+# Rows written in one transaction (migrate_storage's commits, verify_files --fix-metadata).
+COMMIT_ROWS = 500
 StartCallback = Callable[[int], None]
 
 

@@ -4,6 +4,7 @@ way to run manage.py as a subprocess against the test database."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -147,15 +148,32 @@ class ManagePy:
         )
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        """The same, in the background (to signal or race it), its output piped."""
+        """The same, in the background (to signal or race it), its output piped. Python's
+        fault handler is on: a process that hangs is made to say where (see finish)."""
         return subprocess.Popen(
             [sys.executable, str(MANAGE), *args],
-            env=self.env,
+            env={**self.env, "PYTHONFAULTHANDLER": "1"},
             cwd=MANAGE.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+
+    @staticmethod
+    def finish(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+        """(stdout, stderr) of a started process once it ends. One still running after
+        ``timeout`` fails the test with every thread's stack (SIGABRT: the fault handler), and
+        is not left behind."""
+        try:
+            return process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            try:
+                stdout, stderr = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            pytest.fail(f"manage.py still ran after {timeout} s:\n{stdout}\n{stderr}")
 
 
 @pytest.fixture

@@ -119,6 +119,7 @@ def test_broken_database_is_one_line_exit_2(
     assert (tmp_path / "empty.sqlite3").read_bytes() == b""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_locked_sqlite_database_is_one_line_exit_2(
     manage_py: ManagePy, tmp_path: Path, command: str

@@ -113,7 +113,7 @@ def test_ctrl_c_commits_what_was_verified_and_exits_130(
     while time.monotonic() < deadline and s3.list_objects_v2(Bucket=http_bucket)["KeyCount"] < 20:
         time.sleep(0.01)
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = manage_py.finish(process, 60)
 
     assert process.returncode == 130, stderr
     assert "Interrupted" in stderr and "Traceback" not in stderr
@@ -221,7 +221,7 @@ def test_two_runs_at_once_corrupt_nothing(
     runs = [manage_py.start(*args) for _ in range(2)]
     reports = []
     for process in runs:
-        stdout, stderr = process.communicate(timeout=300)
+        stdout, stderr = manage_py.finish(process, 300)
         assert process.returncode in (0, 1), stderr
         assert stdout, stderr[-3000:]
         reports.append(json.loads(stdout))

@@ -91,7 +91,7 @@ def test_sigterm_and_ctrl_c_commit_what_was_verified_and_report_it(
     while time.monotonic() < deadline and s3.list_objects_v2(Bucket=http_bucket)["KeyCount"] < 20:
         time.sleep(0.01)
     process.send_signal(sig)
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, stderr = manage_py.finish(process, 60)
 
     assert process.returncode == status, stderr
     assert "Traceback" not in stderr
@@ -255,7 +255,7 @@ def test_a_connection_killed_mid_run_is_opened_again_and_the_run_finishes(
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         (killed,) = cursor.fetchone()
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = manage_py.finish(process, 120)
 
     assert killed >= 1
     assert process.returncode == 0, stdout + stderr

@@ -25,6 +25,7 @@ def leaked(text: str) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_secret_in_any_output(manage_py: ManagePy, tmp_path: Path, media_root: Path) -> None:
     manage_py.env.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
     rows = [

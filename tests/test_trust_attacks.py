@@ -429,6 +429,7 @@ def test_another_writers_object_is_never_overwritten(
 # --- memory ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_deletion_pass_holds_no_row_in_memory() -> None:
     from storage_migrate.conf import get_conf
     from storage_migrate.endpoints.base import Endpoint

@@ -104,6 +104,7 @@ def assert_config_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_verify_after_migration_end_to_end(
     manage_py: ManagePy, http_bucket: str, moto_endpoint: str, media_root: Path, tmp_path: Path
 ) -> None:

@@ -483,7 +483,7 @@ def test_sigterm_and_ctrl_c_write_the_partial_report(
         assert line, "verify_files ended before it was signalled"
         checked += line.startswith("ok ")
     process.send_signal(sig)
-    stdout, stderr = process.communicate(timeout=60)
+    stdout, stderr = manage_py.finish(process, 60)
 
     assert process.returncode == status, stderr
     assert "Traceback" not in stderr

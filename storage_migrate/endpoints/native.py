@@ -10,7 +10,7 @@ and parses every error into a ``ClientError``, so the
 rest of the code sees what boto3 would have raised. Anything this engine cannot serve as the
 storage is configured (proxies, client certificates, customer-key encryption, unsigned
 requests, CRC checksums asked for) goes to boto3; so do files too large to hold in memory
-(see engine.py) and multipart uploads."""
+(see s3write.py) and multipart uploads."""
 
 from __future__ import annotations
 

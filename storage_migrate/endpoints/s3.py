@@ -3,7 +3,6 @@ listings instead of HEADs where a batch allows, and what an ETag can prove."""
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
-log = logging.getLogger("storage_migrate")
 # Listing a key range costs one request per 1000 keys; past this many keys per row wanted,
 # one HEAD per row is cheaper.
 LIST_KEYS_PER_ROW = 20

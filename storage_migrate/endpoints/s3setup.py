@@ -4,12 +4,12 @@ timeouts), do the credentials work, and does the store honour conditional writes
 from __future__ import annotations
 
 import contextlib
-import logging
 import uuid
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError
+from ..log import log
 from .places import strip_userinfo
 
 if TYPE_CHECKING:
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 
     from .s3 import S3Endpoint
 
-log = logging.getLogger("storage_migrate")
 
 # The preflight's requests (quick_client): QUICK_ATTEMPTS requests, each of at most QUICK_TIMEOUT
 # to connect and QUICK_TIMEOUT for an answer, and backoff between them: a store that does not

@@ -29,7 +29,7 @@ class Copied:
     info: ObjectInfo
     adopted: bool = False  # found already written (see start_write_s3): never ours to delete
     # What must still be at the destination when the source is deleted (local disk: the status
-    # of the file written; S3: see deletion.destination_proof).
+    # of the file written; S3: see migrate/deletion.py, destination_proof).
     proof: tuple[object, ...] | None = None
 
 

@@ -14,14 +14,15 @@ from django.db import DatabaseError, InterfaceError, OperationalError, transacti
 from ..report.migration import MigrationReport
 from ..report.problems import COPIED, ERROR, SKIPPED, Problem
 from ..rows import (
+    COMMIT_ROWS,
     Row,
     RowResult,
     reconnect,
 )
 from .deletion import DeletionLedger
 
-# Verified rows are committed in one transaction per this many rows, or sooner (COMMIT_SECONDS).
-COMMIT_ROWS = 500
+# Verified rows are committed in one transaction per COMMIT_ROWS rows, or sooner: every
+# COMMIT_SECONDS.
 COMMIT_SECONDS = 1.0
 COMMIT_ATTEMPTS = 4
 
@@ -82,6 +83,11 @@ class Committer:
     _notify: Callable[[RowResult], None]  # Migration's
 
     _add_problems: Callable[[RowResult, list[Problem]], None]  # Migration's
+
+    @staticmethod
+    def _commit_wait() -> float:
+        """How long the loop may wait for a transfer before it looks at the commits again."""
+        return COMMIT_SECONDS
 
     def _maybe_commit(self) -> None:
         if len(self._pending) >= COMMIT_ROWS or (

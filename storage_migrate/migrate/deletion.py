@@ -20,7 +20,7 @@ from ..report.problems import ERROR, Problem
 from ..rows import RowResult
 from ..targets import Target
 
-CHUNK = 500
+NAMES_PER_QUERY = 500
 # Called for each source deleted (or, in a dry run, that would be): whose row, and its size.
 DeletedCallback = Callable[[Problem, int], None]
 
@@ -125,7 +125,7 @@ class DeletionLedger:
         names = self.db.cursor()
         names.execute("SELECT DISTINCT name FROM cand ORDER BY name")
         ledger = self.db.cursor()
-        while chunk := [name for (name,) in names.fetchmany(CHUNK)]:
+        while chunk := [name for (name,) in names.fetchmany(NAMES_PER_QUERY)]:
             marks = ",".join("?" * len(chunk))
             blocked: set[str] = set()
             for target in targets:
@@ -176,43 +176,17 @@ class DeletionLedger:
         for label, field, pk, name, fingerprint, proof in self._deletable():
             refusal = None
             try:
-                current = src.fingerprint(name)
-                if dry_run:
-                    refusal = _GONE if current is None else None
-                else:
-                    refusal = self._refusal(src, dst, name, current, fingerprint, proof)
+                refusal, bytes_ = delete_source(src, dst, name, fingerprint, proof, dry_run=dry_run)
                 if refusal is None:
-                    if not dry_run:
-                        src.delete(name)
                     deleted += 1
-                    size += _size_of(current)
+                    size += bytes_
                     if on_deleted is not None:
-                        on_deleted(
-                            Problem("deleted", label, field, pk, name, ""), _size_of(current)
-                        )
+                        on_deleted(Problem("deleted", label, field, pk, name, ""), bytes_)
             except Exception as exc:
                 refusal = f"copied and committed, but the source could not be deleted: {exc}"
             if refusal and refusal is not _GONE:
                 on_problem(Problem(ERROR, label, field, pk, name, refusal))
         return deleted, size
-
-    @staticmethod
-    def _refusal(
-        src: Endpoint, dst: Endpoint, name: str, current: Any, fingerprint: Any, proof: Any
-    ) -> str | None:
-        """Why this source must not be deleted now, or None."""
-        if current is None:
-            return _GONE  # already gone (an earlier run, or a row sharing the file)
-        if fingerprint is None or list(current) != list(fingerprint):
-            return "source changed after it was copied; it was not deleted (run again)"
-        if proof is None or _current_proof(dst, name) != proof:
-            return (
-                "the destination no longer holds the verified copy; the source was not deleted "
-                "(run again)"
-            )
-        if same_object(src, dst, name):
-            return "the destination object is the source itself; it was not deleted"
-        return None
 
 
 _GONE = "gone"
@@ -221,3 +195,43 @@ _GONE = "gone"
 def _size_of(fingerprint: Any) -> int:
     """The size a fingerprint starts with (local disk and S3 both), else 0."""
     return int(fingerprint[0]) if fingerprint and isinstance(fingerprint[0], int) else 0
+
+
+def delete_source(
+    src: Endpoint,
+    dst: Endpoint,
+    name: str,
+    fingerprint: Any,
+    proof: Any,
+    *,
+    dry_run: bool = False,
+) -> tuple[str | None, int]:
+    """The one place a source file is deleted (--delete-source, and any later purge): only while
+    it is the file that was copied (its fingerprint), the destination still holds the verified
+    copy (its proof), and the two are not one object. Returns why it was not deleted (None: it
+    was, or in a dry run would be; _GONE: it already was) and its size."""
+    current = src.fingerprint(name)
+    if dry_run:
+        return (_GONE if current is None else None), _size_of(current)
+    refusal = _refusal(src, dst, name, current, fingerprint, proof)
+    if refusal is None:
+        src.delete(name)
+    return refusal, _size_of(current)
+
+
+def _refusal(
+    src: Endpoint, dst: Endpoint, name: str, current: Any, fingerprint: Any, proof: Any
+) -> str | None:
+    """Why this source must not be deleted now, or None."""
+    if current is None:
+        return _GONE  # already gone (an earlier run, or a row sharing the file)
+    if fingerprint is None or list(current) != list(fingerprint):
+        return "source changed after it was copied; it was not deleted (run again)"
+    if proof is None or _current_proof(dst, name) != proof:
+        return (
+            "the destination no longer holds the verified copy; the source was not deleted "
+            "(run again)"
+        )
+    if same_object(src, dst, name):
+        return "the destination object is the source itself; it was not deleted"
+    return None

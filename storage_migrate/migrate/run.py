@@ -22,6 +22,7 @@ from ..endpoints.base import Endpoint
 from ..endpoints.factory import endpoint_for
 from ..endpoints.s3write import close_engines, native_engine
 from ..errors import ConfigurationError, DatabaseLost
+from ..log import log
 from ..report.migration import MigrationReport
 from ..report.problems import COPIED, SKIPPED, Problem, now
 from ..rows import (
@@ -31,10 +32,8 @@ from ..rows import (
     Row,
     RowResult,
     StartCallback,
-    log,
 )
 from ..targets import Target, resolve_targets
-from . import commit
 from .commit import Committer
 from .deletion import DeletedCallback, DeletionLedger
 from .plan import DEFAULT_PAIRS, Planner, refuse_one_place, refuse_unsafe_deletes
@@ -47,13 +46,18 @@ NATIVE_THREADS = 2
 CHUNK_ROUNDS = 4
 
 
+_FROZEN_AT_IMPORT = gc.get_freeze_count()
+
+
 @contextlib.contextmanager
 def quiet_collector() -> Iterator[None]:
     """The garbage collector, while a run lasts, leaves alone what existed before it (Django's and
     botocore's objects, gone through again at every full collection) and runs less often: it
     was 7 % of a run's CPU. The settings are restored afterwards."""
     thresholds = gc.get_threshold()
-    ours = gc.get_freeze_count() == 0  # an application's own freeze is left as it is
+    # An application's own freeze (since this module was imported) is left as it is. The
+    # count at import is not always 0: Python 3.12 starts with objects counted as frozen.
+    ours = gc.get_freeze_count() <= _FROZEN_AT_IMPORT
     if ours:
         gc.freeze()
     gc.set_threshold(max(thresholds[0], 10_000), *thresholds[1:])
@@ -220,7 +224,7 @@ class Migration(Planner, Committer):
         self._flush()
         if not self._futures:
             return
-        done, _ = wait(self._futures, return_when=return_when, timeout=commit.COMMIT_SECONDS)
+        done, _ = wait(self._futures, return_when=return_when, timeout=self._commit_wait())
         for future in done:
             # Only once it is finished, so nothing is lost.
             self._in_flight -= self._futures.pop(future)

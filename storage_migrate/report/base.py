@@ -120,6 +120,18 @@ class Report:
         self.write_json(out)
         return out.getvalue()
 
+    def to_text(self) -> str:
+        raise NotImplementedError
+
+    def to_format(self, fmt: str) -> str:
+        """The report as ``text`` or ``json`` (verify_files': also ``csv`` and ``junit``),
+        without a final line break."""
+        if fmt == "json":
+            return self.to_json()
+        if fmt == "text":
+            return self.to_text()
+        raise ValueError(f"unknown format {fmt!r} for {self.command}")
+
     def write_json(self, stream: IO[str]) -> None:
         """Write to_json()'s document to stream, one problem at a time."""
         head = _dumps(self._head())

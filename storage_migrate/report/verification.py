@@ -128,6 +128,13 @@ class VerificationReport(Report):
     def to_text(self) -> str:
         return "\n".join(line for _, line in self.text_lines())
 
+    def to_format(self, fmt: str) -> str:
+        if fmt == "csv":
+            return self.to_csv().rstrip("\n")
+        if fmt == "junit":
+            return self.to_junit()
+        return super().to_format(fmt)
+
     def to_csv(self) -> str:
         out = io.StringIO()
         columns = ["kind", "model", "field", "pk", "name", "detail", "expected", "actual"]

@@ -10,6 +10,7 @@ from typing import Any
 from ..endpoints.base import Endpoint, ObjectInfo
 from ..errors import RowError
 from ..hashing import digest_stream
+from ..log import log
 from ..report.problems import (
     CHECKSUM_MISMATCH,
     ERROR,
@@ -20,7 +21,7 @@ from ..report.problems import (
     UNVERIFIABLE,
     Problem,
 )
-from ..rows import Planned, Row, _Unknown, log
+from ..rows import Planned, Row, _Unknown
 from ..targets import unfit
 
 

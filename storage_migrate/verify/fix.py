@@ -10,11 +10,11 @@ from typing import Any
 from django.db import Error, transaction
 from django.db.models import QuerySet
 
+from ..log import log
 from ..report.problems import (
     ERROR,
 )
 from ..report.verification import VerificationReport
-from ..rows import log
 from .check import CheckResult
 
 # What writing one row's columns can raise: the database's refusals (DataError, IntegrityError,

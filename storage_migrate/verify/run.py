@@ -21,6 +21,7 @@ from ..database import check_database
 from ..endpoints.base import Endpoint, alias_of
 from ..endpoints.factory import endpoint_for, endpoint_for_storage
 from ..errors import ConfigurationError, DatabaseLost, UnsafeName
+from ..log import log
 from ..names import unsafe_reason
 from ..report.problems import (
     DEFAULT_FAIL_ON,
@@ -29,7 +30,7 @@ from ..report.problems import (
     now,
 )
 from ..report.verification import VerificationReport
-from ..rows import UNKNOWN, Planned, Row, _Unknown, log, row_columns, rows_by_pk, with_files
+from ..rows import COMMIT_ROWS, UNKNOWN, Planned, Row, _Unknown, row_columns, rows_by_pk, with_files
 from ..targets import Target, resolve_targets
 from .check import Checker, CheckResult
 from .fix import WRITE_ERRORS, Fixer
@@ -39,8 +40,7 @@ from .orphans import find_orphans
 LEVELS = ("exists", "size", "checksum", "deep")
 # Below this many rows in a selection, one HEAD per row is cheaper than listing the storage.
 JOIN_MIN_ROWS = 1000
-COMMIT_ROWS = 500
-ProgressCallback = Callable[[CheckResult], None]
+CheckCallback = Callable[[CheckResult], None]
 
 
 class Verification(Checker, Fixer):
@@ -58,7 +58,7 @@ class Verification(Checker, Fixer):
         fix_metadata: bool,
         sample: int | None,
         fail_on: tuple[str, ...],
-        on_row: ProgressCallback | None,
+        on_row: CheckCallback | None,
         on_start: Callable[[int], None] | None,
     ) -> None:
         self.targets, self.conf = targets, conf
@@ -243,7 +243,7 @@ def verify_files(
     fail_on: list[str] | tuple[str, ...] | None = None,
     workers: int | None = None,
     batch_size: int | None = None,
-    on_row: ProgressCallback | None = None,
+    on_row: CheckCallback | None = None,
     on_start: Callable[[int], None] | None = None,
 ) -> VerificationReport:
     """Check that every row's file exists where the app reads it, with the row's size and

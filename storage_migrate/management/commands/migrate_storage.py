@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...migrate.run import migrate_storage
-from ...report.base import format_bytes
-from ...report.migration import MigrationReport
-from ...report.problems import EXIT_CONFIG, EXIT_PROBLEMS, Problem
+from ...report.problems import EXIT_PROBLEMS
 from ..commandline import (
     ExitTwoOnBadOptions,
     check_writable,
-    colour_style,
     non_negative_int,
-    paint,
     positive_int,
     run_with_progress,
 )
+from ..output import deletion_line, migration_error, show_migration
 
 
 class Command(ExitTwoOnBadOptions, BaseCommand):
@@ -97,7 +92,6 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        verbosity = int(options["verbosity"])
         report_path = Path(options["report"]) if options["report"] else None
         if report_path is not None:
             check_writable(report_path, "--report")
@@ -118,72 +112,13 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             delete_source=options["delete_source"],
             rewrite_checksums=options["rewrite_checksums"],
             create_bucket=options["create_bucket"],
-            on_deleted=self.deletion_line(verbosity, options["dry_run"]),
-            on_interrupt=lambda partial: self.finish(partial, report_path, options),
-            on_config_error=lambda message: self.write_error(message, report_path, options),
+            on_deleted=deletion_line(self, options),
+            on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
+            on_config_error=lambda message: migration_error(message, report_path, options),
         )
-        self.finish(report, report_path, options)
+        show_migration(self, report, report_path, options)
         if report.exit_code:
             where = f"; the report has all of them: {report_path}" if report_path else ""
             raise CommandError(
                 f"{len(report.problems)} problem(s){where}.", returncode=EXIT_PROBLEMS
             )
-
-    def finish(
-        self, report: MigrationReport, report_path: Path | None, options: dict[str, Any]
-    ) -> None:
-        """Write --report and print the summary: of the whole run, or of an interrupted one."""
-        if report_path is not None:
-            try:
-                with report_path.open("w", encoding="utf-8") as out:  # streamed, not built
-                    report.write_json(out)
-                    out.write("\n")
-            except OSError as exc:
-                self.render(report, options)
-                raise CommandError(
-                    f"Could not write the report to {report_path}: {exc}",
-                    returncode=EXIT_CONFIG,
-                ) from None
-        self.render(report, options, report_path)
-
-    def write_error(self, message: str, report_path: Path | None, options: dict[str, Any]) -> None:
-        """The run could not start: --report says why, for a pipeline that shows it."""
-        if report_path is None:
-            return
-        report = MigrationReport(
-            source=options["source"] or "",
-            destination=options["to"],
-            dry_run=options["dry_run"],
-            error=message,
-        )
-        report.finished_at = report.started_at
-        with contextlib.suppress(OSError), report_path.open("w", encoding="utf-8") as out:
-            report.write_json(out)
-            out.write("\n")
-
-    def deletion_line(self, verbosity: int, dry_run: bool) -> Callable[[Problem, int], None]:
-        """At -v 2, a line on stderr per source deleted (in a dry run: that would be)."""
-        verb = "would delete" if dry_run else "deleted"
-
-        def said(row: Problem, size: int) -> None:
-            if verbosity >= 2:
-                where = f"{row.model} pk={row.pk}"
-                self.stderr.write(f"{verb:<17} {where} {row.name!r} ({format_bytes(size)})")
-
-        return said
-
-    def render(
-        self, report: MigrationReport, options: dict[str, Any], written: Path | None = None
-    ) -> None:
-        """JSON (never coloured), or the text in Django's colours on a terminal; at -v 0 only
-        the problem lines."""
-        if options["format"] == "json":
-            self.stdout.write(report.to_json())
-            return
-        style = colour_style(self, self.stdout, options)
-        if int(options["verbosity"]) >= 1:
-            lines = report.text_lines(report=str(written) if written else None)
-        else:
-            lines = ((problem.kind, problem.line()) for problem in report.problems)
-        for tag, text in lines:
-            self.stdout.write(paint(style, report, tag, text))

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...report.base import SUMMARY
 from ...report.problems import DEFAULT_FAIL_ON, EXIT_CONFIG, EXIT_PROBLEMS, VERIFY_PROBLEMS
-from ...report.verification import VerificationReport
 from ...verify.run import LEVELS, verify_files
 from ..commandline import (
     ExitTwoOnBadOptions,
     check_writable,
-    colour_style,
-    paint,
-    plain,
     positive_int,
     run_with_progress,
 )
+from ..output import show_verification, verification_error
 
 FORMATS = ("text", "json", "csv", "junit")
 
@@ -120,70 +115,13 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             sample=options["sample"],
             fail_on=fail_on,
             workers=options["workers"],
-            on_interrupt=lambda partial: self.finish(partial, output, options),
-            on_config_error=lambda message: write_error(message, output, options),
+            on_interrupt=lambda partial: show_verification(self, partial, output, options),
+            on_config_error=lambda message: verification_error(message, output, options),
         )
-        self.finish(report, output, options)
+        show_verification(self, report, output, options)
         if report.exit_code:
             counts = report.problems.counts()
             failing = sum(counts[kind] for kind in report.fail_on)
             raise CommandError(
                 f"{failing} problem(s) of a --fail-on kind.", returncode=EXIT_PROBLEMS
             )
-
-    def finish(
-        self, report: VerificationReport, output: Path | None, options: dict[str, Any]
-    ) -> None:
-        """Print the report, or write it to --output with the summary on stderr: of the whole
-        run, or of an interrupted one."""
-        verbosity = int(options["verbosity"])
-        fmt = options["format"]
-        if output is not None:
-            report.text_limit = None  # a text file has every problem, as the other formats do
-            try:
-                output.write_text(render(report, fmt) + "\n", encoding="utf-8")  # not coloured
-            except OSError as exc:  # the disk filled up, the folder went away
-                raise CommandError(
-                    f"Could not write the report to {output}: {exc}", returncode=EXIT_CONFIG
-                ) from None
-        elif fmt == "text" and verbosity == 0:  # errors only: the problem lines
-            style = colour_style(self, self.stdout, options)
-            for problem in report.problems:
-                self.stdout.write(paint(style, report, problem.kind, problem.line()))
-        elif fmt == "text":
-            style = colour_style(self, self.stdout, options)
-            for tag, text in report.text_lines():
-                self.stdout.write(paint(style, report, tag, text))
-        else:
-            self.stdout.write(render(report, fmt))  # a document for a program: never coloured
-        # The summary is the text report's first line; beside any other report it is on stderr.
-        if output is not None or (verbosity >= 1 and fmt != "text"):
-            style = colour_style(self, self.stderr, options)
-            summary = paint(style, report, SUMMARY, report.summary())
-            self.stderr.write(summary, style_func=plain)  # not Django's red for all of stderr
-
-
-def write_error(message: str, output: Path | None, options: dict[str, Any]) -> None:
-    """The run could not start: --output says why, in its format (a JUnit error case), so that
-    CI shows it."""
-    if output is None:
-        return
-    report = VerificationReport(
-        storage=options["storage"] or "each field's storage",
-        level=options["level"],
-        sample=options["sample"],
-        error=message,
-    )
-    report.finished_at = report.started_at
-    with contextlib.suppress(OSError):
-        output.write_text(render(report, options["format"]) + "\n", encoding="utf-8")
-
-
-def render(report: VerificationReport, fmt: str) -> str:
-    if fmt == "json":
-        return report.to_json()
-    if fmt == "csv":
-        return report.to_csv().rstrip("\n")
-    if fmt == "junit":
-        return report.to_junit()
-    return report.to_text()
