@@ -41,6 +41,8 @@ _pyenv_versions()
 
 def _tests(session: nox.Session, django: str) -> None:
     pin = "Django" if django == "newest" else f"Django~={django}.0"
+    # As `make install` does: the SPDX license string needs setuptools 77 or later.
+    session.install("--upgrade", "pip", "setuptools>=77", "wheel")
     session.install("-e", ".[test]", pin)
     session.run("python", "-m", "django", "--version")
     venv = session.virtualenv.location

@@ -126,10 +126,13 @@ def _first(queryset: QuerySet[Any], count: int) -> list[Any]:
     return list(queryset[:count])
 
 
-def rows_by_pk(target: Target, batch_size: int) -> Iterator[list[Row]]:
-    """The target's rows with a file, in primary-key batches (pk > last, never OFFSET), each
-    batch read again on a fresh connection if the connection was lost."""
-    queryset = with_files(target).order_by("pk").values_list(*row_columns(target))
+def rows_by_pk(
+    target: Target, batch_size: int, rows: QuerySet[Any] | None = None
+) -> Iterator[list[Row]]:
+    """The target's rows with a file (or those of ``rows``), in primary-key batches (pk > last,
+    never OFFSET), each batch read again on a fresh connection if the connection was lost."""
+    base = with_files(target) if rows is None else rows
+    queryset = base.order_by("pk").values_list(*row_columns(target))
     last = None
     while True:
         page = queryset if last is None else queryset.filter(pk__gt=last)

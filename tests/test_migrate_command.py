@@ -29,6 +29,8 @@ REPORT_KEYS = {
     "destination",
     "dry_run",
     "interrupted",
+    "pending",
+    "walked_whole",
     "started_at",
     "finished_at",
     "totals",

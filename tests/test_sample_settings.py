@@ -206,3 +206,35 @@ def test_every_command_stops_on_a_bad_variable(command: list[str]) -> None:
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("Bad setting: DATABASE_URL must name a database")
+
+
+@pytest.mark.parametrize(
+    ("use_s3", "primary", "fallback"), [("True", "s3", "local"), ("False", "local", "s3")]
+)
+def test_storage_fallback_makes_default_read_the_new_place_then_the_old(
+    monkeypatch: pytest.MonkeyPatch, use_s3: str, primary: str, fallback: str
+) -> None:
+    conf = load_settings(monkeypatch, USE_S3_STORAGE=use_s3, STORAGE_FALLBACK="True")
+    default = conf["STORAGES"]["default"]
+    assert default["BACKEND"] == "storage_migrate.storage.FallbackStorage"
+    assert default["OPTIONS"] == {"primary": primary, "fallback": fallback}
+    # Files not moved yet are served from local disk, whatever MEDIA_URL says.
+    assert conf["STORAGES"]["local"]["OPTIONS"]["base_url"] == "/media/"
+
+
+def test_storage_fallback_is_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STORAGE_FALLBACK", raising=False)
+    conf = load_settings(monkeypatch, USE_S3_STORAGE="True")
+    assert conf["STORAGES"]["default"]["BACKEND"] == "storages.backends.s3.S3Storage"
+
+
+def test_a_bad_storage_fallback_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STORAGE_FALLBACK", "maybe")
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_path(str(SETTINGS_FILE))
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == (
+        "Bad setting: STORAGE_FALLBACK must be True or False (got 'maybe').\n"
+    )

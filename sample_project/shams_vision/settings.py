@@ -162,11 +162,30 @@ AWS_S3_FILE_OVERWRITE = False
 AWS_DEFAULT_ACL = None  # private objects; the bucket policy decides
 AWS_S3_OBJECT_PARAMETERS = {"CacheControl": "max-age=86400"}
 
-_LOCAL_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+# Where files on local disk are served, whatever MEDIA_URL says once the switch is on (a
+# FallbackStorage still serves the files not moved yet from there).
+LOCAL_MEDIA_URL = "/media/"
+_LOCAL_STORAGE = {
+    "BACKEND": "django.core.files.storage.FileSystemStorage",
+    "OPTIONS": {"base_url": LOCAL_MEDIA_URL},
+}
 _S3_STORAGE = {"BACKEND": "storages.backends.s3.S3Storage"}
 
+# While the files move: the default storage reads the new place, then the old one; writes go to
+# the new place only; deletes go to both (see the README's cut-over runbook).
+STORAGE_FALLBACK = env("STORAGE_FALLBACK", False, bool, "True or False")
+_NEW, _OLD = ("s3", "local") if USE_S3_STORAGE else ("local", "s3")
+_FALLBACK_STORAGE = {
+    "BACKEND": "storage_migrate.storage.FallbackStorage",
+    "OPTIONS": {"primary": _NEW, "fallback": _OLD},
+}
+
 STORAGES = {
-    "default": _S3_STORAGE if USE_S3_STORAGE else _LOCAL_STORAGE,
+    "default": (
+        _FALLBACK_STORAGE
+        if STORAGE_FALLBACK
+        else (_S3_STORAGE if USE_S3_STORAGE else _LOCAL_STORAGE)
+    ),
     # Always defined, whatever the switch says: a migration reads one and writes the other.
     "local": _LOCAL_STORAGE,
     "s3": _S3_STORAGE,
@@ -184,7 +203,7 @@ def s3_media_url() -> str:
     return f"https://{AWS_STORAGE_BUCKET_NAME}.s3.{AWS_S3_REGION_NAME}.amazonaws.com/{prefix}"
 
 
-MEDIA_URL = s3_media_url() if USE_S3_STORAGE else "/media/"
+MEDIA_URL = s3_media_url() if USE_S3_STORAGE else LOCAL_MEDIA_URL
 
 # django-storage-migrate (every key is optional; see its README).
 STORAGE_MIGRATE = {

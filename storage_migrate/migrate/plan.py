@@ -5,8 +5,11 @@ listing per batch), whether its name is safe, and the refusals of a run that cou
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
+from django.db.models import CharField, F, Q, QuerySet, Value
+from django.db.models.functions import Concat
 
 from ..conf import Conf
 from ..endpoints.base import Endpoint
@@ -14,6 +17,7 @@ from ..endpoints.places import identity, loose_identity, overlap
 from ..endpoints.s3write import conditional_writes
 from ..errors import ConfigurationError, UnsafeName
 from ..names import key_reason, unsafe_reason
+from ..report.migration import MigrationReport
 from ..report.problems import UNSAFE_NAME
 from ..rows import (
     UNKNOWN,
@@ -42,10 +46,27 @@ class Planner:
 
     _maybe_commit: Callable[[], None]  # Committer's
 
+    only_pending: bool
+    report: MigrationReport
+
+    def rows_of(self, target: Target) -> QuerySet[Any]:
+        """The rows to walk: those with a file; with --pending, only those whose metadata
+        columns do not record them at the destination (a model without a bucket column is
+        walked whole, and the report says so)."""
+        rows = with_files(target)
+        if not self.only_pending:
+            return rows
+        recorded = recorded_at(target, self.dst)
+        if recorded is None:
+            if str(target) not in self.report.walked_whole:
+                self.report.walked_whole.append(str(target))
+            return rows
+        return rows.exclude(recorded)
+
     def count_rows(self) -> int:
         total = 0
         for target in self.targets:
-            total += with_files(target).count()
+            total += self.rows_of(target).count()
         return total if self.limit is None else min(total, self.limit)
 
     def _destination_was_empty(self) -> bool:
@@ -65,7 +86,7 @@ class Planner:
         the destination can list), or a RowResult already decided."""
         remaining = self.limit
         for target in self.targets:
-            for batch in rows_by_pk(target, self.conf.BATCH_SIZE):
+            for batch in rows_by_pk(target, self.conf.BATCH_SIZE, self.rows_of(target)):
                 if remaining is not None:
                     batch = batch[:remaining]
                     remaining -= len(batch)
@@ -130,7 +151,9 @@ def refuse_one_place(src: Endpoint, dst: Endpoint, *, probe: bool, destructive: 
         )
 
 
-def refuse_unsafe_deletes(src: Endpoint, dst: Endpoint, limit: int | None) -> None:
+def refuse_unsafe_deletes(
+    src: Endpoint, dst: Endpoint, limit: int | None, pending: bool = False
+) -> None:
     """--delete-source only where a delete can be proven safe."""
     for endpoint in (src, dst):
         if endpoint.kind not in ("local", "s3"):
@@ -144,3 +167,25 @@ def refuse_unsafe_deletes(src: Endpoint, dst: Endpoint, limit: int | None) -> No
             "--delete-source walks whole tables (a row beyond --limit may share a file with "
             "one within it): drop --limit, or copy without --delete-source."
         )
+    if pending:
+        raise ConfigurationError(
+            "--delete-source walks whole tables (a row --pending leaves out may share a file "
+            "with one it walks): drop --pending, or copy without --delete-source."
+        )
+
+
+def recorded_at(target: Target, dst: Endpoint) -> Q | None:
+    """The rows whose metadata columns say that their file is at the destination: its bucket
+    (empty for local disk) and, where the model has the column, the object key the destination
+    keeps the name under. None when the model has no bucket column (an object key alone cannot
+    tell local disk from a bucket without a prefix)."""
+    columns = target.columns
+    if "bucket" not in columns:
+        return None
+    recorded = Q(**{columns["bucket"]: dst.bucket})
+    if "object_key" in columns:
+        name = F(str(target.field.attname))
+        prefix = str(getattr(dst, "key_prefix", "") or "")
+        key = Concat(Value(prefix), name, output_field=CharField()) if prefix else name
+        recorded &= Q(**{columns["object_key"]: key})
+    return recorded

@@ -84,6 +84,7 @@ class Migration(Planner, Committer):
         overwrite: bool,
         delete_source: bool,
         rewrite_checksums: bool,
+        only_pending: bool = False,
         on_row: ProgressCallback | None,
         on_start: StartCallback | None = None,
         on_deleted: DeletedCallback | None = None,
@@ -93,8 +94,12 @@ class Migration(Planner, Committer):
         self.overwrite, self.delete_source = overwrite, delete_source
         self.rewrite_checksums = rewrite_checksums
         self.on_row, self.on_start, self.on_deleted = on_row, on_start, on_deleted
+        self.only_pending = only_pending
         self.report = MigrationReport(
-            source=source.alias, destination=destination.alias, dry_run=dry_run
+            source=source.alias,
+            destination=destination.alias,
+            dry_run=dry_run,
+            pending=only_pending,
         )
         self._pending: list[RowResult] = []
         self._last_commit = time.monotonic()
@@ -300,12 +305,15 @@ def migrate_storage(
     delete_source: bool = False,
     rewrite_checksums: bool = False,
     create_bucket: bool = False,
+    pending: bool = False,
     on_row: ProgressCallback | None = None,
     on_start: StartCallback | None = None,
     on_deleted: DeletedCallback | None = None,
 ) -> MigrationReport:
     """Copy every row's file from ``source`` to ``to`` under the same name, verify each copy, then
-    update the row's metadata. Raises ConfigurationError before anything is written."""
+    update the row's metadata. With ``pending``, only the rows whose metadata columns do not
+    already record them at the destination (the catch-up after the switch). Raises
+    ConfigurationError before anything is written."""
     try:
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         if limit is not None and limit < 0:
@@ -323,7 +331,7 @@ def migrate_storage(
         destructive = (delete_source or overwrite) and not dry_run
         refuse_one_place(src, dst, probe=False, destructive=destructive)
         if delete_source:  # a dry run predicts the refusal too
-            refuse_unsafe_deletes(src, dst, limit)
+            refuse_unsafe_deletes(src, dst, limit, pending)
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
         raise ConfigurationError(str(exc)) from exc
@@ -342,6 +350,7 @@ def migrate_storage(
         overwrite=overwrite,
         delete_source=delete_source,
         rewrite_checksums=rewrite_checksums,
+        only_pending=pending,
         on_row=on_row,
         on_start=on_start,
         on_deleted=on_deleted,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .base import SUMMARY, TEXT_PER_KIND, Report, _kinds_in_order, _more, format_bytes, plural, rate
@@ -25,6 +25,10 @@ class MigrationReport(Report):
     # --delete-source: sources deleted once the run was over (in a dry run: would be).
     deleted: int = 0
     bytes_deleted: int = 0
+    # --pending: only rows whose columns do not record them at the destination were walked;
+    # these models (no bucket column) were walked whole.
+    pending: bool = False
+    walked_whole: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> int:
@@ -41,6 +45,8 @@ class MigrationReport(Report):
             "destination": self.destination,
             "dry_run": self.dry_run,
             "interrupted": self.interrupted,
+            "pending": self.pending,
+            "walked_whole": self.walked_whole,
         }
 
     @property
@@ -73,6 +79,10 @@ class MigrationReport(Report):
             head += (
                 f", {verb} {plural(self.deleted, 'source')} ({format_bytes(self.bytes_deleted)})"
             )
+        if self.pending:
+            whole = ", ".join(self.walked_whole)
+            head += " (--pending" + (f"; walked whole, no bucket column: {whole}" if whole else "")
+            head += ")"
         if self.interrupted:
             head = f"Interrupted: {head[0].lower()}{head[1:]}"
         speed = None if self.dry_run else rate(self.bytes_copied, self.seconds)

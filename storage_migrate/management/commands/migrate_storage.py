@@ -68,12 +68,19 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             "--delete-source",
             action="store_true",
             help="Once the run is over, delete each source whose copy is verified and whose rows "
-            "were all committed clean (local disk and S3 only; not with --limit).",
+            "were all committed clean (local disk and S3 only; not with --limit or --pending).",
         )
         parser.add_argument(
             "--rewrite-checksums",
             action="store_true",
             help="Store the recomputed MD5 where it disagrees with the row's checksum.",
+        )
+        parser.add_argument(
+            "--pending",
+            action="store_true",
+            help="Only rows whose bucket and object key columns do not already record them at "
+            "the destination (the catch-up after the switch); a model without a bucket column "
+            "is walked whole.",
         )
         parser.add_argument(
             "--create-bucket",
@@ -112,6 +119,7 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             delete_source=options["delete_source"],
             rewrite_checksums=options["rewrite_checksums"],
             create_bucket=options["create_bucket"],
+            pending=options["pending"],
             on_deleted=deletion_line(self, options),
             on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
             on_config_error=lambda message: migration_error(message, report_path, options),
