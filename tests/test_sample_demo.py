@@ -3,6 +3,7 @@ number of files; and Ctrl-C stops it without a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -75,7 +76,7 @@ def test_names_with_awkward_characters_reach_the_bucket(
     listed = out.split("Keys as the site named them", 1)[1].split("Largest object", 1)[0]
     for char in AWKWARD:
         assert any(char in line for line in listed.splitlines()[1:]), (char, listed)
-    with sqlite3.connect(workdir / "db.sqlite3") as db:
+    with contextlib.closing(sqlite3.connect(workdir / "db.sqlite3")) as db:
         in_bucket = [
             n for (n,) in db.execute("SELECT file FROM core_filemanager WHERE bucket=?", [BUCKET])
         ]

@@ -85,7 +85,7 @@ def test_delete_source_with_limit_is_refused(s3_bucket: str, media_root: Path) -
 
 
 def test_a_row_of_another_walked_field_not_yet_clean_keeps_the_file(
-    s3_bucket: str, media_root: Path
+    s3_bucket: str, media_root: Path, request: pytest.FixtureRequest
 ) -> None:
     """The ledger counts the rows that refer to a name in every walked table and field."""
     from django.core.files.storage import storages
@@ -105,6 +105,7 @@ def test_a_row_of_another_walked_field_not_yet_clean_keeps_the_file(
     )
     src = endpoint_for("local", get_conf())
     ledger = DeletionLedger()
+    request.addfinalizer(ledger.close)
     result = RowResult(Row(scan, document.pk, "docs/y.pdf", {}), COPIED)
     result.fingerprint = src.fingerprint("docs/y.pdf")
     ledger.add(result, ("inode", 1, 2), [1, 2])  # only the scan row is clean
@@ -468,6 +469,7 @@ def test_the_deletion_pass_holds_no_row_in_memory() -> None:
         tracemalloc.start()
         ledger.delete_sources(Gone(), Gone(), [target], lambda p: None)
         _, top = tracemalloc.get_traced_memory()
+        ledger.close()
         tracemalloc.stop()
         ledger.close()
         return top

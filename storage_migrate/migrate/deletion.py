@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -86,6 +87,8 @@ class DeletionLedger:
 
     def __init__(self) -> None:
         self.db = sqlite3.connect("")  # a private temporary file: memory stays flat in rows
+        # Closed with the ledger, whatever path drops it (Python 3.13 warns of an open one).
+        self._closer = weakref.finalize(self, self.db.close)
         self.db.executescript(
             "CREATE TABLE cand (ident TEXT, label TEXT, field TEXT, pk TEXT, name TEXT,"
             " fingerprint TEXT, proof TEXT);"
@@ -94,7 +97,7 @@ class DeletionLedger:
         )
 
     def close(self) -> None:
-        self.db.close()
+        self._closer()
 
     def taint(self, ident: tuple[Any, ...]) -> None:
         self.db.execute("INSERT OR IGNORE INTO taint VALUES (?)", (_dump(ident),))
