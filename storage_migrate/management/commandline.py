@@ -4,14 +4,11 @@ check that an output path can be written before any work is done."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import sys
-import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -21,6 +18,7 @@ from django.core.management.color import Style
 from ..errors import ConfigurationError, DatabaseLost, one_line
 from ..report.base import SUMMARY, Report
 from ..report.problems import EXIT_CONFIG
+from ..stopping import Terminated, stop_at_safe_points
 from .progress import Progress
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -84,28 +82,6 @@ class ExitTwoOnBadOptions(BaseCommand):
             sys.exit(exc.returncode)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (what Kubernetes and systemd send to stop a Job), handled as Ctrl-C is."""
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While the block runs, SIGTERM raises Terminated in the main thread: the run stops
-    starting copies and commits what was verified, as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only
-        return
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_with_progress(
     command: BaseCommand,
     options: dict[str, Any],
@@ -134,7 +110,7 @@ def run_with_progress(
         logger.addHandler(handler)
         logger.setLevel(logging.DEBUG)
     try:
-        with sigterm_as_interrupt():
+        with stop_at_safe_points():
             return call(on_row=progress.row, on_start=progress.start, **kwargs)
     except ConfigurationError as exc:  # chained: --traceback shows where it started
         if on_config_error is not None:  # a report file says it too, for a pipeline to show

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .. import stopping
 from ..endpoints.base import Endpoint, ObjectInfo
 from ..endpoints.places import same_object
 from ..report.problems import ERROR, Problem
@@ -89,6 +90,7 @@ class DeletionLedger:
         self.db = sqlite3.connect("")  # a private temporary file: memory stays flat in rows
         # Closed with the ledger, whatever path drops it (Python 3.13 warns of an open one).
         self._closer = weakref.finalize(self, self.db.close)
+        self.deleted = self.bytes_deleted = 0
         self.db.executescript(
             "CREATE TABLE cand (ident TEXT, label TEXT, field TEXT, pk TEXT, name TEXT,"
             " fingerprint TEXT, proof TEXT);"
@@ -176,13 +178,16 @@ class DeletionLedger:
         what would be deleted. Returns how many sources, and how many bytes."""
         self._block_shared(src, targets)
         deleted = size = 0
+        self.deleted = self.bytes_deleted = 0  # so far: what an interrupted run reports
         for label, field, pk, name, fingerprint, proof in self._deletable():
+            stopping.check()  # between two deletes: the rest stay, to be deleted by a re-run
             refusal = None
             try:
                 refusal, bytes_ = delete_source(src, dst, name, fingerprint, proof, dry_run=dry_run)
                 if refusal is None:
                     deleted += 1
                     size += bytes_
+                    self.deleted, self.bytes_deleted = deleted, size
                     if on_deleted is not None:
                         on_deleted(Problem("deleted", label, field, pk, name, ""), bytes_)
             except Exception as exc:

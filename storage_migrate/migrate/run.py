@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .. import stopping
 from ..conf import Conf, get_conf
 from ..database import check_database
 from ..endpoints.base import Endpoint
@@ -152,6 +153,7 @@ class Migration(Planner, Committer):
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage-migrate")
         try:
             for row, planned in self._planned_rows():
+                stopping.check()
                 if isinstance(planned, RowResult):
                     self._finish(planned)
                 else:
@@ -183,6 +185,9 @@ class Migration(Planner, Committer):
             if isinstance(exc, KeyboardInterrupt | DatabaseLost):
                 self.report.interrupted = True
                 exc.report = self.report  # type: ignore[union-attr]
+            if self.ledger is not None and self.ledger.deleted:  # stopped while deleting
+                self.report.deleted = self.ledger.deleted
+                self.report.bytes_deleted = self.ledger.bytes_deleted
             self._pool.shutdown(wait=False, cancel_futures=True)
             for future in list(self._futures):
                 if future.done() and not future.cancelled() and future.exception() is None:
@@ -226,6 +231,7 @@ class Migration(Planner, Committer):
             self._in_flight += len(chunk)
 
     def _drain(self, return_when: str) -> None:
+        stopping.check()  # at least once per commit wait (1 s), whatever the workers do
         self._flush()
         if not self._futures:
             return

@@ -16,6 +16,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import connection
 
+from .. import stopping
 from ..conf import Conf, get_conf
 from ..database import check_database
 from ..endpoints.base import Endpoint, alias_of
@@ -105,6 +106,7 @@ class Verification(Checker, Fixer):
         try:
             for target, endpoint in plans:
                 for row, planned in self._planned(target, endpoint):
+                    stopping.check()
                     reason = self._unsafe(row, endpoint)
                     if reason:
                         problem = row.problem(UNSAFE_NAME, reason)
@@ -114,15 +116,15 @@ class Verification(Checker, Fixer):
                         self._finish(self._check(endpoint, row, planned))  # no I/O to wait on
                         continue
                     futures.add(pool.submit(self._check, endpoint, row, planned))
-                    if len(futures) >= self.conf.WORKERS * 4:
-                        done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            self._finish(future.result())
-            for future in futures:
-                self._finish(future.result())
+                    while len(futures) >= self.conf.WORKERS * 4:
+                        futures = self._collect(futures)
+            while futures:
+                futures = self._collect(futures)
             self._commit()
             if self.want_orphans:
-                self.report.problems.extend(find_orphans(plans))
+                for orphan in find_orphans(plans):
+                    stopping.check()
+                    self.report.problems.append(orphan)
         except (KeyboardInterrupt, DatabaseLost) as exc:
             # Ctrl-C, SIGTERM or a database that stayed away: the rows checked so far are the
             # partial report, which goes with the interruption (the command prints and writes
@@ -144,6 +146,15 @@ class Verification(Checker, Fixer):
             pool.shutdown(wait=True, cancel_futures=True)
             self.report.finished_at = now()
         return self.report
+
+    def _collect(self, futures: set[Future[CheckResult]]) -> set[Future[CheckResult]]:
+        """The checks that are done, counted; the others, returned. Waits at most STOP_POLL
+        seconds, so that a request to stop is seen."""
+        stopping.check()
+        done, running = wait(futures, timeout=stopping.STOP_POLL, return_when=FIRST_COMPLETED)
+        for future in done:
+            self._finish(future.result())
+        return running
 
     def _count(self, target: Target) -> int:
         count = with_files(target).count()
