@@ -39,6 +39,27 @@ class Step:
     # The exit status this step should end with, and what it means when that is not 0.
     expect: int = 0
     why: str = ""
+    # Settings of the site for this step (the switch of the cut-over runbook).
+    env: tuple[tuple[str, str], ...] = ()
+
+
+# The site during the move: default reads S3, then the disk (the README's cut-over runbook).
+DURING_THE_MOVE = (("USE_S3_STORAGE", "True"), ("STORAGE_FALLBACK", "True"))
+
+# What the site does mid-move, through its default storage: read a moved file and one not moved.
+SERVE = """
+from django.core.files.storage import default_storage, storages
+from core.models import FileManager
+from storage_migrate.storage import file_url
+print(f"    default storage: {type(storages['default']).__name__} (primary s3, fallback local)")
+rows = FileManager.objects.order_by("pk")
+for row in (rows.exclude(bucket="").first(), rows.filter(bucket="").first()):
+    with default_storage.open(row.file.name) as f:
+        size = len(f.read())
+    where = "S3" if row.bucket else "the disk (not moved yet)"
+    print(f"    pk={row.pk} {row.file.name!r}: {size} bytes read from {where}")
+    print(f"        linked as {file_url(row).split('?')[0]}")
+"""
 
 
 def steps(count: int, large: int, missing: int) -> list[Step]:
@@ -62,12 +83,25 @@ def steps(count: int, large: int, missing: int) -> list[Step]:
             ],
         ),
         Step(
-            "Copy every file to S3, verify each copy, then update its row",
-            ["migrate_storage", "--to", "s3", *progress],
+            "Switch the site to the fallback storage, then copy half of the files to S3 "
+            "(a move stopped halfway)",
+            ["migrate_storage", "--to", "s3", "--limit", str(count // 2), *progress],
+            env=DURING_THE_MOVE,
+        ),
+        Step(
+            "Mid-move, the site serves every file: one from S3, one still on disk",
+            ["shell", "--no-imports", "-c", SERVE],
+            env=DURING_THE_MOVE,
+        ),
+        Step(
+            "Copy the rest, verify each copy, update its row, and catch up until no new file "
+            "arrives (--until-stable: the end of a rolling deploy)",
+            ["migrate_storage", "--to", "s3", "--until-stable", "--pause", "1", *progress],
             expect=problem,
             why=f"Exit status 1, as expected: some rows have problems. Here it is {lost}: it "
             "is reported as missing and its row is left as it was; every other file was copied, "
             "verified, and its row updated. Exit 0 means no problems, 2 a usage error.",
+            env=DURING_THE_MOVE,
         ),
         Step(
             "Run it again: everything is already there, nothing is copied twice",
@@ -81,6 +115,16 @@ def steps(count: int, large: int, missing: int) -> list[Step]:
             expect=problem,
             why=f"Exit status 1, as expected: the row of {lost} has no object in S3; every "
             "other row's object is there with the right size and MD5.",
+        ),
+        Step(
+            "Days later, once the site reads S3 alone: what purge_source would delete from the "
+            "disk, each copy proven in S3 now (a dry run: nothing is deleted)",
+            ["purge_source", "--from", "local", "--verified-against", "s3", "--dry-run"],
+            expect=problem,
+            why=f"Exit status 1, as expected: the row of {lost} does not record a copy in S3, "
+            "so it is listed as kept. Nothing was deleted; without --dry-run (and, in "
+            "production, with --min-age 7d) every other file would be.",
+            env=(("USE_S3_STORAGE", "True"),),
         ),
     ]
 
@@ -96,7 +140,7 @@ def run(step: Step, env: dict[str, str]) -> int:
     and the commands end with one line and exit status 130 on SIGINT, without a traceback)."""
     child = subprocess.Popen(
         [sys.executable, str(HERE / "manage.py"), *step.args],
-        env=env,
+        env={**env, **dict(step.env)},
         cwd=HERE,
         process_group=0 if os.name == "posix" else None,
     )
@@ -194,7 +238,9 @@ def main() -> int:
             )
 
             for number, step in enumerate(steps(args.count, args.large, args.missing), start=1):
-                say("", f"[{number}] {step.title}", f"    $ python manage.py {' '.join(step.args)}")
+                settings = "".join(f"{k}={v} " for k, v in step.env)
+                shown = " ".join(["<the code above>" if a == SERVE else a for a in step.args])
+                say("", f"[{number}] {step.title}", f"    $ {settings}python manage.py {shown}")
                 returncode = run(step, env)
                 if returncode != step.expect:
                     say(f"Step {number} ended with exit status {returncode}, not {step.expect}.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +34,15 @@ def check() -> None:
     """Raise KeyboardInterrupt (Terminated for SIGTERM) if the run was asked to stop."""
     if _requested:
         raise _interruption(_requested[0])
+
+
+def sleep(seconds: float) -> None:
+    """time.sleep(), cut short (raising as check() does) when the run is asked to stop."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        check()
+        time.sleep(min(left, STOP_POLL))
+    check()
 
 
 @contextlib.contextmanager

@@ -214,10 +214,12 @@ class FallbackStorage(Storage):
 
 
 def file_url(instance: models.Model, field_name: str = "file") -> str:
-    """The URL of a row's file with no request: from the row's own metadata columns, which
-    migrate_storage fills when it commits the row's copy. A row whose bucket (or object key)
-    column is set is served from the primary, any other from the fallback. For templates and
-    serializers; a field whose storage is not a FallbackStorage gives its own url()."""
+    """The URL of a row's file with no request: from the row's bucket column, which
+    migrate_storage fills when it commits the row's copy (empty for local disk). The row is
+    served from whichever of the two storages keeps its files in that bucket, the primary when
+    both could; a row whose model has no bucket column, or whose bucket is neither's, from
+    what the storage has learned (its url()). For templates and serializers; a field whose
+    storage is not a FallbackStorage gives its own url()."""
     from .conf import get_conf
     from .targets import metadata_columns
 
@@ -229,9 +231,10 @@ def file_url(instance: models.Model, field_name: str = "file") -> str:
     field = instance._meta.get_field(field_name)
     assert isinstance(field, models.FileField)
     columns = metadata_columns(type(instance), field, get_conf())
-    recorded = any(
-        getattr(instance, columns[role], "") for role in ("bucket", "object_key") if role in columns
-    )
-    if not any(role in columns for role in ("bucket", "object_key")):
-        return storage.url(name)  # nothing recorded on the row: the storage's memory decides
-    return str((storage.primary if recorded else storage.fallback).url(name))
+    if "bucket" not in columns:  # an object key alone cannot tell disk from a bucket
+        return storage.url(name)
+    bucket = getattr(instance, columns["bucket"], "") or ""
+    for candidate in (storage.primary, storage.fallback):
+        if (getattr(candidate, "bucket_name", "") or "") == bucket:
+            return str(candidate.url(name))
+    return storage.url(name)

@@ -223,6 +223,39 @@ def test_file_url_decides_from_the_row_with_no_request(
     assert s3_calls == []
 
 
+def test_file_url_on_the_way_back_follows_the_bucket_column(
+    settings: Any, s3_bucket: str, media_root: Path, s3_calls: list[str]
+) -> None:
+    """Rolling back, the primary is `local`: a row still recorded in the bucket is linked to
+    S3 (not to a /media/ path with no file yet), a row back on disk to /media/."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "storage_migrate.storage.FallbackStorage",
+            "OPTIONS": {"primary": "local", "fallback": "s3"},
+        },
+    }
+    reset_storages()
+    still = FileManager.objects.create(
+        file=in_s3(s3_bucket, NAME.format("s.txt"), b"s"), bucket=s3_bucket, object_key="k"
+    )
+    back = FileManager.objects.create(
+        file=on_disk(media_root, NAME.format("b.txt"), b"b"), object_key="k"
+    )
+    elsewhere = FileManager.objects.create(
+        file=on_disk(media_root, NAME.format("e.txt"), b"e"), bucket="another-bucket"
+    )
+
+    urls = [file_url(still), file_url(back)]
+    asked = list(s3_calls)
+    guessed = file_url(elsewhere)  # neither storage's bucket: the storage finds out
+    reset_storages()
+
+    assert s3_bucket in urls[0] and urls[1] == f"/media/{back.file.name}"
+    assert asked == []
+    assert guessed == f"/media/{elsewhere.file.name}" and len(s3_calls) <= 1
+
+
 def test_two_aliases_that_are_one_are_refused() -> None:
     with pytest.raises(ValueError, match="two storages"):
         FallbackStorage(primary="s3", fallback="s3")

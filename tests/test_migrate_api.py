@@ -30,6 +30,7 @@ def test_local_to_s3_copies_verifies_and_updates_rows(s3_bucket: str, media_root
         "rows": 5,
         "copied": 5,
         "skipped": 0,
+        "at_destination": 0,
         "failed": 0,
         "problems": 0,
         "bytes_copied": sum(len(b) for b in before.values()),

@@ -65,8 +65,35 @@ def test_each_step_is_announced_before_its_output(
 ) -> None:
     out = demo[0].stdout
     assert out.index("[2]") < out.index("Created 40 files") < out.index("[3]")
-    assert out.index("[3]") < out.index("local -> s3: Copied 39 files") < out.index("[4]")
-    assert out.index("[5]") < out.index("Verified 40 rows")
+    assert out.index("[3]") < out.index("local -> s3: Copied 20 files") < out.index("[4]")
+    assert out.index("[5]") < out.index("local -> s3: Copied 19 files") < out.index("[6]")
+    assert out.index("[7]") < out.index("Verified 40 rows") < out.index("[8]")
+
+
+def test_a_file_is_served_from_each_side_during_a_half_finished_move(
+    demo: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    out = demo[0].stdout
+    served = out[out.index("[4]") : out.index("[5]")]
+    assert "default storage: FallbackStorage (primary s3, fallback local)" in served
+    from_s3 = re.search(r"pk=1 '.+': (\d+) bytes read from S3\n +linked as (\S+)", served)
+    from_disk = re.search(
+        r"pk=21 '.+': (\d+) bytes read from the disk.*\n +linked as (\S+)", served
+    )
+    assert from_s3 and from_disk, served
+    assert int(from_s3[1]) > 16 * MiB and int(from_disk[1]) > 0  # the multipart one, from S3
+    assert f"/{BUCKET}/file_manager/" in from_s3[2] and from_disk[2].startswith("/media/")
+    assert "stable after 2 passes" in out[out.index("[5]") : out.index("[6]")]
+
+
+def test_the_purge_dry_run_lists_and_deletes_nothing(
+    demo: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    result, workdir = demo
+    purge = result.stdout[result.stdout.index("[8]") :]
+    assert "Dry run: would delete 39 files" in purge
+    assert re.search(r"not_recorded +core\.FileManager pk=40 ", purge)
+    assert len([p for p in (workdir / "media").rglob("*") if p.is_file()]) == 39
 
 
 def test_names_with_awkward_characters_reach_the_bucket(
@@ -106,7 +133,7 @@ def test_the_planted_missing_file_is_reported_and_explained(
     assert "--missing 1" in out
     assert out.count("1 problem (1 missing)") == 3  # both migrations and the verification
     assert re.search(r"missing +core\.FileManager pk=40 '.+': source file does not exist", out)
-    assert out.count("Exit status 1") == 3
+    assert out.count("Exit status 1") == 4  # and the purge's dry run keeps the row's file
     assert "reported as missing and its row is left as it was" in out
     files = [p for p in (workdir / "media").rglob("*") if p.is_file()]
     assert len(files) == 39

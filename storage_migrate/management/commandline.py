@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import traceback
@@ -36,6 +37,13 @@ def positive_int(value: str) -> int:
 def non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return number
 

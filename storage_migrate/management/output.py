@@ -14,6 +14,7 @@ from ..report import (
     SUMMARY,
     MigrationReport,
     Problem,
+    PurgeReport,
     Report,
     VerificationReport,
     format_bytes,
@@ -101,6 +102,37 @@ def deletion_line(command: BaseCommand, options: dict[str, Any]) -> Callable[[Pr
             command.stderr.write(f"{verb:<17} {where} {row.name!r} ({format_bytes(size)})")
 
     return said
+
+
+# --- purge_source -----------------------------------------------------------------------------
+
+
+def show_purge(
+    command: BaseCommand, report: PurgeReport, path: Path | None, options: dict[str, Any]
+) -> None:
+    """Write --report and print the summary, as migrate_storage does."""
+    written = None
+    try:
+        if path is not None:
+            write_report(path, report.write_json)
+            written = str(path)
+    finally:
+        if options["format"] == "json":
+            command.stdout.write(report.to_json())
+        elif int(options["verbosity"]) >= 1:
+            print_lines(command, options, report, report.text_lines(report=written))
+        else:
+            print_lines(command, options, report, problem_lines(report))
+
+
+def purge_error(message: str, path: Path | None, options: dict[str, Any]) -> None:
+    report = PurgeReport(
+        source=options["source"],
+        destination=options["verified_against"],
+        dry_run=options["dry_run"],
+        error=message,
+    )
+    write_error(report, path, "json")
 
 
 # --- verify_files -----------------------------------------------------------------------------

@@ -31,6 +31,8 @@ class Progress:
         self.want_bar = enabled and verbosity >= 1 and command.stderr.isatty() and not self.lines
 
     def start(self, total: int) -> None:
+        """A bar for a pass over ``total`` rows (--until-stable starts one per pass)."""
+        self.close()
         if self.want_bar:
             from tqdm import tqdm
 
@@ -53,3 +55,4 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None

@@ -19,7 +19,7 @@ from .. import stopping
 from ..endpoints.base import Endpoint, ObjectInfo
 from ..endpoints.places import same_object
 from ..report.problems import ERROR, Problem
-from ..rows import RowResult
+from ..rows import Row, RowResult
 from ..targets import Target
 
 NAMES_PER_QUERY = 500
@@ -119,6 +119,32 @@ class DeletionLedger:
             ),
         )
 
+    def add_row(self, row: Row, ident: tuple[Any, ...], checksum: str | None) -> None:
+        """purge_source's candidate: a row that qualifies, with its stored checksum (its file's
+        fingerprint and proof are taken at the moment of deletion)."""
+        self.db.execute(
+            "INSERT INTO cand VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                _dump(ident),
+                row.target.label,
+                row.target.field_name,
+                _dump(row.pk),
+                row.name,
+                _dump(None),
+                _dump(checksum),
+            ),
+        )
+
+    def count_candidates(self) -> int:
+        query = "SELECT COUNT(DISTINCT name) FROM cand WHERE ident NOT IN (SELECT ident FROM taint)"
+        return int(self.db.execute(query).fetchone()[0])
+
+    def candidates(self) -> Iterator[tuple[str, str, Any, str, Any]]:
+        """purge_source's files whose every referring row qualifies: one row of each, with the
+        checksum stored by add_row()."""
+        for label, field, pk, name, _, checksum in self._deletable():
+            yield label, field, pk, name, checksum
+
     def _block_shared(self, src: Endpoint, targets: list[Target]) -> None:
         """Taint every source that a row refers to by name and that is not among the rows
         committed clean in this run: a row of a walked field that was not walked (created
@@ -213,17 +239,19 @@ def delete_source(
     proof: Any,
     *,
     dry_run: bool = False,
+    remove: Callable[[str], None] | None = None,
 ) -> tuple[str | None, int]:
-    """The one place a source file is deleted (--delete-source, and any later purge): only while
-    it is the file that was copied (its fingerprint), the destination still holds the verified
-    copy (its proof), and the two are not one object. Returns why it was not deleted (None: it
-    was, or in a dry run would be; _GONE: it already was) and its size."""
+    """The one place a source file is deleted (--delete-source, purge_source): only while it is
+    the file that was copied (its fingerprint), the destination still holds the verified copy
+    (its proof), and the two are not one object. ``remove`` deletes it (default: the source's
+    delete; purge_source --quarantine moves it). Returns why it was not deleted (None: it was,
+    or in a dry run would be; _GONE: it already was) and its size."""
     current = src.fingerprint(name)
     if dry_run:
         return (_GONE if current is None else None), _size_of(current)
     refusal = _refusal(src, dst, name, current, fingerprint, proof)
     if refusal is None:
-        src.delete(name)
+        (remove or src.delete)(name)
     return refusal, _size_of(current)
 
 

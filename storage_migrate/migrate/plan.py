@@ -152,15 +152,21 @@ def refuse_one_place(src: Endpoint, dst: Endpoint, *, probe: bool, destructive: 
 
 
 def refuse_unsafe_deletes(
-    src: Endpoint, dst: Endpoint, limit: int | None, pending: bool = False
+    src: Endpoint,
+    dst: Endpoint,
+    limit: int | None,
+    pending: bool = False,
+    *,
+    what: str = "--delete-source",
+    instead: str = "copy without --delete-source",
 ) -> None:
-    """--delete-source only where a delete can be proven safe."""
+    """--delete-source (and purge_source) only where a delete can be proven safe."""
     for endpoint in (src, dst):
         if endpoint.kind not in ("local", "s3"):
             raise ConfigurationError(
-                f"--delete-source works between local disk and S3 storages only: storage "
+                f"{what} works between local disk and S3 storages only: storage "
                 f"{endpoint.alias!r} ({type(endpoint.storage).__name__}) cannot be proven to "
-                "keep its files elsewhere (copy without --delete-source)."
+                f"keep its files elsewhere ({instead})."
             )
     if limit is not None:
         raise ConfigurationError(

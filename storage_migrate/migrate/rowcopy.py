@@ -13,7 +13,15 @@ from ..endpoints.base import Endpoint, Fingerprint, ObjectInfo
 from ..endpoints.proof import etag_proves, holds, same_bytes
 from ..endpoints.transfer import start_copy_file
 from ..errors import RowError, SourceMissing, Unverifiable, VerificationFailed
-from ..report.problems import CHECKSUM_MISMATCH, CONFLICT, COPIED, ERROR, SIZE_MISMATCH, SKIPPED
+from ..report.problems import (
+    AT_DESTINATION,
+    CHECKSUM_MISMATCH,
+    CONFLICT,
+    COPIED,
+    ERROR,
+    SIZE_MISMATCH,
+    SKIPPED,
+)
 from ..rows import Planned, Row, RowResult, _Unknown
 from ..targets import unfit
 from .deletion import destination_proof
@@ -128,9 +136,12 @@ class RowCopier:
     def _source_gone(self, row: Row, dest: ObjectInfo) -> RowResult:
         """No source, but an object at the destination: a row migrated by an earlier run whose
         source was deleted is `skipped` when the object is proven to hold what the row's stored
-        checksum says. Without one nothing can prove it (the md5 metadata is a hint anyone can
-        write): the row is `unverifiable` and nothing is taken from the object, except on a
-        model with no checksum column at all, whose rows take nothing from it anyway."""
+        checksum says, and `missing` when it is not. Without a checksum nothing can prove it
+        (the md5 metadata is a hint anyone can write): the row is `at_destination` (a file
+        uploaded after the switch, where the app now reads it; counted, not a problem) and
+        nothing is taken from the object, or `missing` when its size is not the row's. A
+        model with no checksum column at all, whose rows take nothing from the object anyway,
+        is `skipped` when the object carries this tool's md5 metadata and matches it."""
         size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
         if checksum:
             if (size is None or size == dest.size) and holds(self.dst, row.name, dest, checksum):
@@ -147,10 +158,14 @@ class RowCopier:
             hint = headed.meta_md5
             if hint and holds(self.dst, row.name, headed, hint):
                 return RowResult(row, SKIPPED, dest=headed)
-        raise Unverifiable(
-            "source file does not exist and the row has no stored checksum: the object at the "
-            "destination cannot be proven to be its file"
-        )
+        if size is not None and size != dest.size:
+            raise SourceMissing(
+                "source file does not exist (the object at the destination is not the size the "
+                "row records)"
+            )
+        # An upload made after the switch, written where the app now reads: not a problem of
+        # the move. Nothing proves the object is the row's file, so nothing is taken from it.
+        return RowResult(row, AT_DESTINATION, dest=dest)
 
     def _deletes_here(self) -> bool:
         """Will a skip's proof be what a delete rests on, at a destination without ETags?"""
@@ -250,13 +265,18 @@ class RowCopier:
                     actual=md5,
                 )
             )
+        # Bytes that contradict the stored checksum are not the row's file: its record (size
+        # and checksum) is kept as it is, unless --rewrite-checksums says the bytes are right.
+        contradicted = bool(md5 and stored_md5 and stored_md5 != md5) and not self.rewrite_checksums
         stored_size = meta.get("file_size")
         if "file_size" in columns and stored_size is not None and stored_size != size:
+            fixed = "kept" if contradicted else "corrected"
+            if self.dry_run:
+                fixed = "kept" if contradicted else "would be corrected"
             result.problems.append(
                 row.problem(
                     SIZE_MISMATCH,
-                    "stored size disagrees with the file; size column "
-                    + ("would be corrected" if self.dry_run else "corrected"),
+                    f"stored size disagrees with the file; size column {fixed}",
                     expected=stored_size,
                     actual=size,
                 )
@@ -264,8 +284,9 @@ class RowCopier:
         wanted: dict[str, Any] = {
             "bucket": self.dst.bucket,
             "object_key": self.dst.key(row.name),
-            "file_size": size,
         }
+        if not (contradicted and stored_size is not None):
+            wanted["file_size"] = size
         if not meta.get("content_type"):
             guessed = mimetypes.guess_type(row.name)[0]
             stored = dest.content_type if dest else None

@@ -11,7 +11,7 @@ import contextlib
 import gc
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from django.core.exceptions import ImproperlyConfigured
@@ -25,7 +25,7 @@ from ..endpoints.s3write import close_engines, native_engine
 from ..errors import ConfigurationError, DatabaseLost
 from ..log import log
 from ..report.migration import MigrationReport
-from ..report.problems import COPIED, SKIPPED, Problem, now
+from ..report.problems import AT_DESTINATION, COPIED, SKIPPED, Problem, now
 from ..rows import (
     UNKNOWN,
     Planned,
@@ -262,6 +262,8 @@ class Migration(Planner, Committer):
             report.bytes_copied += result.bytes
         elif result.outcome == SKIPPED:
             report.skipped += 1
+        elif result.outcome == AT_DESTINATION:
+            report.at_destination += 1
         self._add_problems(result, result.problems)
         if result.outcome in (COPIED, SKIPPED) and not self.dry_run:
             self._pending.append(result)
@@ -312,15 +314,25 @@ def migrate_storage(
     rewrite_checksums: bool = False,
     create_bucket: bool = False,
     pending: bool = False,
+    until_stable: bool = False,
+    max_passes: int = 10,
+    pause: float = 5.0,
     on_row: ProgressCallback | None = None,
     on_start: StartCallback | None = None,
     on_deleted: DeletedCallback | None = None,
 ) -> MigrationReport:
     """Copy every row's file from ``source`` to ``to`` under the same name, verify each copy, then
     update the row's metadata. With ``pending``, only the rows whose metadata columns do not
-    already record them at the destination (the catch-up after the switch). Raises
-    ConfigurationError before anything is written."""
+    already record them at the destination (the catch-up after the switch); with
+    ``until_stable`` (which implies ``pending``), pending passes ``pause`` seconds apart until
+    one copies nothing, at most ``max_passes`` of them. Raises ConfigurationError before
+    anything is written."""
+    pending = pending or until_stable
     try:
+        if until_stable and max_passes < 1:
+            raise ConfigurationError("max_passes must be 1 or more")
+        if until_stable and pause < 0:
+            raise ConfigurationError("pause must be 0 or more seconds")
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         if limit is not None and limit < 0:
             raise ConfigurationError("limit must be 0 or more")
@@ -346,19 +358,64 @@ def migrate_storage(
     dst.preflight(as_source=False, create_bucket=create_bucket, dry_run=dry_run)
     if not dry_run:
         refuse_one_place(src, dst, probe=True, destructive=destructive)
-    migration = Migration(
-        src,
-        dst,
-        targets,
-        conf,
-        dry_run=dry_run,
-        limit=limit,
-        overwrite=overwrite,
-        delete_source=delete_source,
-        rewrite_checksums=rewrite_checksums,
-        only_pending=pending,
-        on_row=on_row,
-        on_start=on_start,
-        on_deleted=on_deleted,
-    )
-    return migration.run()
+
+    def one_pass() -> MigrationReport:
+        migration = Migration(
+            src,
+            dst,
+            targets,
+            conf,
+            dry_run=dry_run,
+            limit=limit,
+            overwrite=overwrite,
+            delete_source=delete_source,
+            rewrite_checksums=rewrite_checksums,
+            only_pending=pending,
+            on_row=on_row,
+            on_start=on_start,
+            on_deleted=on_deleted,
+        )
+        return migration.run()
+
+    if not until_stable or dry_run:  # a dry run changes nothing: one pass predicts them all
+        return one_pass()
+    return _until_stable(one_pass, max_passes, pause)
+
+
+def _until_stable(
+    one_pass: Callable[[], MigrationReport], max_passes: int, pause: float
+) -> MigrationReport:
+    """Pending passes, ``pause`` seconds apart, until one copies nothing (the end of a rolling
+    deploy: old processes may still be writing to the source) or ``max_passes`` were run. The
+    report is the last pass's, with what the earlier ones copied and skipped added: each row
+    is counted once, and the problems are those that are still there."""
+    earlier: list[MigrationReport] = []
+    while True:
+        try:
+            last = one_pass()
+        except (KeyboardInterrupt, DatabaseLost) as exc:
+            partial = getattr(exc, "report", None)
+            if isinstance(partial, MigrationReport):
+                _absorb(partial, earlier, stable=None)
+            raise
+        if last.copied == 0 or len(earlier) + 1 >= max_passes:
+            _absorb(last, earlier, stable=last.copied == 0)
+            return last
+        earlier.append(last)
+        log.info("pass %d copied %d files; another in %.1f s", len(earlier), last.copied, pause)
+        stopping.sleep(pause)
+
+
+def _absorb(last: MigrationReport, earlier: list[MigrationReport], *, stable: bool | None) -> None:
+    """Add the earlier passes' copies and skips to the last pass's report (rows copied or
+    skipped are recorded at the destination, so a later pending pass does not walk them)."""
+    last.passes = [p.pass_totals() for p in [*earlier, last]]
+    last.stable = stable
+    for report in earlier:
+        last.rows += report.copied + report.skipped
+        last.copied += report.copied
+        last.skipped += report.skipped
+        last.bytes_copied += report.bytes_copied
+        report.close()
+    if earlier:
+        last.started_at = earlier[0].started_at

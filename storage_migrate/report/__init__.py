@@ -10,6 +10,7 @@ from __future__ import annotations
 from .base import SUMMARY, TEXT_PER_KIND, Report, csv_safe, format_bytes, plural, rate, xml_safe
 from .migration import MigrationReport
 from .problems import (
+    AT_DESTINATION,
     CHECKSUM_MISMATCH,
     CONFLICT,
     COPIED,
@@ -34,9 +35,11 @@ from .problems import (
     iso,
     now,
 )
+from .purge import NOT_PROVEN, NOT_RECORDED, PURGE_PROBLEMS, PurgeReport
 from .verification import INTERRUPTED_DETAIL, JUNIT_MAX_CASES, VerificationReport
 
 __all__ = [
+    "AT_DESTINATION",
     "CHECKSUM_MISMATCH",
     "CONFLICT",
     "COPIED",
@@ -51,8 +54,11 @@ __all__ = [
     "METADATA_MISMATCH",
     "MIGRATION_PROBLEMS",
     "MISSING",
+    "NOT_PROVEN",
+    "NOT_RECORDED",
     "OK",
     "ORPHAN",
+    "PURGE_PROBLEMS",
     "SIZE_MISMATCH",
     "SKIPPED",
     "SUMMARY",
@@ -63,6 +69,7 @@ __all__ = [
     "MigrationReport",
     "Problem",
     "ProblemLog",
+    "PurgeReport",
     "Report",
     "VerificationReport",
     "csv_safe",

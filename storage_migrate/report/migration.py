@@ -21,6 +21,9 @@ class MigrationReport(Report):
     rows: int = 0
     copied: int = 0
     skipped: int = 0
+    # The source is gone and the destination holds the name (an upload made after the
+    # switch): not a problem of the move, and the row was not changed.
+    at_destination: int = 0
     bytes_copied: int = 0
     # --delete-source: sources deleted once the run was over (in a dry run: would be).
     deleted: int = 0
@@ -29,15 +32,29 @@ class MigrationReport(Report):
     # these models (no bucket column) were walked whole.
     pending: bool = False
     walked_whole: list[str] = field(default_factory=list)
+    # --until-stable: each pass's totals, and whether the last one copied nothing (None: not
+    # asked, or interrupted).
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    stable: bool | None = None
 
     @property
     def failed(self) -> int:
-        """Rows that were neither copied nor skipped."""
-        return self.rows - self.copied - self.skipped
+        """Rows that were neither copied, skipped nor found only at the destination."""
+        return self.rows - self.copied - self.skipped - self.at_destination
 
     @property
     def exit_code(self) -> int:
-        return EXIT_PROBLEMS if self.problems else EXIT_OK
+        return EXIT_PROBLEMS if self.problems or self.stable is False else EXIT_OK
+
+    def pass_totals(self) -> dict[str, Any]:
+        """One pass of --until-stable, as the report lists it."""
+        return {
+            "rows": self.rows,
+            "copied": self.copied,
+            "bytes_copied": self.bytes_copied,
+            "problems": len(self.problems),
+            "seconds": round(self.seconds, 3),
+        }
 
     def header(self) -> dict[str, Any]:
         return {
@@ -47,6 +64,7 @@ class MigrationReport(Report):
             "interrupted": self.interrupted,
             "pending": self.pending,
             "walked_whole": self.walked_whole,
+            **({"passes": self.passes, "stable": self.stable} if self.passes else {}),
         }
 
     @property
@@ -55,6 +73,7 @@ class MigrationReport(Report):
             "rows": self.rows,
             "copied": self.copied,
             "skipped": self.skipped,
+            "at_destination": self.at_destination,
             "failed": self.failed,
             "problems": len(self.problems),
             "bytes_copied": self.bytes_copied,
@@ -74,6 +93,8 @@ class MigrationReport(Report):
                 f"Copied {plural(self.copied, 'file')} ({format_bytes(self.bytes_copied)}), "
                 f"skipped {self.skipped}"
             )
+        if self.at_destination:
+            head += f", {self.at_destination} only at the destination"
         if self.deleted:
             verb = "would delete" if self.dry_run else "deleted"
             head += (
@@ -82,6 +103,17 @@ class MigrationReport(Report):
         if self.pending:
             whole = ", ".join(self.walked_whole)
             head += " (--pending" + (f"; walked whole, no bucket column: {whole}" if whole else "")
+            if self.passes:
+                n = len(self.passes)
+                passes = f"{n} pass" if n == 1 else f"{n} passes"
+                if self.stable:
+                    head += f"; stable after {passes}"
+                elif self.stable is False:
+                    head += (
+                        f"; not stable after {passes}: the last copied {self.passes[-1]['copied']}"
+                    )
+                else:
+                    head += f"; {passes}"
             head += ")"
         if self.interrupted:
             head = f"Interrupted: {head[0].lower()}{head[1:]}"
@@ -98,6 +130,14 @@ class MigrationReport(Report):
         (all with None), each line with what it is about (SUMMARY, or its problems' kind);
         ``report`` names the file that has all of them, if one was written."""
         yield SUMMARY, f"{self.source} -> {self.destination}: {self.summary()}"
+        if self.stable is False:
+            yield (
+                SUMMARY,
+                (
+                    "  Files are still arriving at the source (processes of the old release still "
+                    "running?): run the same command again once the deploy is over."
+                ),
+            )
         counts = self.problems.counts()
         for kind in _kinds_in_order(counts, MIGRATION_PROBLEMS):
             yield from ((kind, p.line()) for p in self.first_of_kind(kind, limit))

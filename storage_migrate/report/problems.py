@@ -18,6 +18,9 @@ from uuid import UUID
 
 COPIED = "copied"
 SKIPPED = "skipped"
+# The source is gone and the destination holds an object under the name (an upload made
+# after the switch, where the app now reads): counted, not a problem; the row is not changed.
+AT_DESTINATION = "at_destination"
 MISSING = "missing"
 UNSAFE_NAME = "unsafe_name"
 CHECKSUM_MISMATCH = "checksum_mismatch"

@@ -12,6 +12,7 @@ from ...report.problems import EXIT_PROBLEMS
 from ..commandline import (
     ExitTwoOnBadOptions,
     check_writable,
+    non_negative_float,
     non_negative_int,
     positive_int,
     run_with_progress,
@@ -83,6 +84,26 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             "is walked whole.",
         )
         parser.add_argument(
+            "--until-stable",
+            action="store_true",
+            help="Repeat --pending passes (implied) until one copies nothing, for the end of a "
+            "rolling deploy; exit 1 if files still arrive after --max-passes.",
+        )
+        parser.add_argument(
+            "--max-passes",
+            type=positive_int,
+            default=10,
+            metavar="N",
+            help="With --until-stable: at most this many passes (default: 10).",
+        )
+        parser.add_argument(
+            "--pause",
+            type=non_negative_float,
+            default=5.0,
+            metavar="SECONDS",
+            help="With --until-stable: the wait between two passes (default: 5).",
+        )
+        parser.add_argument(
             "--create-bucket",
             action="store_true",
             help="Create the destination bucket if it does not exist.",
@@ -120,6 +141,9 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             rewrite_checksums=options["rewrite_checksums"],
             create_bucket=options["create_bucket"],
             pending=options["pending"],
+            until_stable=options["until_stable"],
+            max_passes=options["max_passes"],
+            pause=options["pause"],
             on_deleted=deletion_line(self, options),
             on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
             on_config_error=lambda message: migration_error(message, report_path, options),
