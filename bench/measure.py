@@ -8,13 +8,16 @@ alternate, each run into a fresh bucket that is listed afterwards (every key, wi
 the benchmark stops); medians and spread of wall time, files/s, MB/s and peak RSS, and our median
 divided by each peer's from the same run. One extra, untimed verify_files run per dataset goes
 through a counting proxy to count its requests. The `memory` dataset runs migrate_storage on
-2 000 and 20 000 tiny rows and compares their peak RSS. Results: bench/results/latest.md and a
-bar chart beside it (latest.png).
+2 000 and 20 000 tiny rows and compares their peak RSS. The `catchup` dataset times
+`migrate_storage --pending` over 100 000 migrated rows plus 100 new ones against a full re-run
+that copies nothing. Results: bench/results/latest.md (catchup alone: catchup.md) and a bar chart
+beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -56,7 +59,16 @@ DATASETS = {
     "large": (8, 16 * MiB, 64 * MiB),
     "memory-2k": (2000, 1 * KiB, 4 * KiB),
     "memory-20k": (20000, 1 * KiB, 4 * KiB),
+    "catchup": (100_000, 1 * KiB, 2 * KiB),
 }
+# Files made after the dataset's own, in a later date folder (uploads made after the switch);
+# their rows come last in primary-key order.
+EXTRA_FILES = {"catchup": 100}
+# Datasets whose rows fill the date folders in primary-key order, as uploads do (the others
+# deal consecutive rows out over 84 folders).
+IN_DATE_ORDER = {"catchup"}
+NEW_FOLDER = "file_manager/2027/01/01"
+CATCHUP_TARGET = 0.10  # the catch-up's median at most this fraction of the full re-run's
 MEMORY = ("memory-2k", "memory-20k")
 MEMORY_LIMIT_MIB = 250  # both runs stay under this peak RSS
 MEMORY_GROWTH = 1.20  # and ten times the rows may cost at most this factor
@@ -65,7 +77,8 @@ DATASET_CHOICES = {
     "large": ["large"],
     "both": ["small", "large"],
     "memory": ["memory"],
-    "all": ["small", "large", "memory"],
+    "catchup": ["catchup"],
+    "all": ["small", "large", "memory", "catchup"],
 }
 STEMS = ["photo", "report final", "façade ñandú", "scan+copy", "tom & jerry", "日本語", "résumé"]
 
@@ -215,6 +228,62 @@ def find_tools(selected: set[str], server_kind: str, work: Path) -> Tools:
     return tools
 
 
+def dataset_names(name: str) -> tuple[list[str], list[str]]:
+    """The dataset's file names (relative to the media root), in row order: its own under
+    file_manager/2026/MM/DD/, then the extra ones (EXTRA_FILES) in NEW_FOLDER."""
+    count = DATASETS[name][0]
+    names = []
+    for i in range(count):
+        if name in IN_DATE_ORDER:
+            day = i * 12 * 28 // count  # 12 months of 28 days, in order
+            month, day = 1 + day // 28, 1 + day % 28
+        else:
+            month, day = 1 + i % 12, 1 + i % 28
+        names.append(f"file_manager/2026/{month:02d}/{day:02d}/{STEMS[i % len(STEMS)]} {i:05d}.bin")
+    extra = [
+        f"{NEW_FOLDER}/{STEMS[i % len(STEMS)]} new {i:03d}.bin"
+        for i in range(EXTRA_FILES.get(name, 0))
+    ]
+    return names, extra
+
+
+def run_django(code: str, env: dict[str, str], stdin: str = "", *args: str) -> str:
+    """``code`` in a fresh interpreter with the sample project set up (env names the database
+    and the media root); its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django;django.setup()\n{code}", *args],
+        input=stdin,
+        env={**env, "PYTHONPATH": f"{REPO / 'sample_project'}:{REPO}"},
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{code.splitlines()[0]!r} exited {result.returncode}: {result.stderr}")
+    return result.stdout
+
+
+# One row per name on stdin (argv[1] is the media root), as an upload records it on local disk:
+# bucket empty, object_key the name, size and MD5 of the file.
+LOADER = """
+import hashlib, os, sys
+from core.models import FileManager as F
+m = sys.argv[1]
+def row(n):
+    path = os.path.join(m, n)
+    with open(path, "rb") as f:
+        md5 = hashlib.md5(f.read()).hexdigest()
+    size = os.path.getsize(path)
+    return F(file=n, file_name=os.path.basename(n), file_size=size, checksum=md5, object_key=n)
+F.objects.bulk_create([row(n) for n in sys.stdin.read().splitlines()], batch_size=1000)
+"""
+
+
+def load_rows(names: Sequence[str], media: Path, env: dict[str, str]) -> None:
+    """The database's schema, then one FileManager row per name."""
+    subprocess.run([sys.executable, str(MANAGE), "migrate", "-v", "0"], env=env, check=True)
+    run_django(LOADER, env, "\n".join(names), str(media))
+
+
 def make_dataset(name: str, work: Path, env: dict[str, str]) -> dict[str, int]:
     """Files under file_manager/YYYY/MM/DD/ and their rows, the same bytes every time; the
     files' keys (paths relative to the media root) and sizes."""
@@ -226,30 +295,14 @@ def make_dataset(name: str, work: Path, env: dict[str, str]) -> dict[str, int]:
         shutil.rmtree(root, ignore_errors=True)
         media.mkdir(parents=True)
         env = {**env, "DATABASE_URL": f"sqlite:///{db}", "MEDIA_ROOT": str(media)}
-        subprocess.run([sys.executable, str(MANAGE), "migrate", "-v", "0"], env=env, check=True)
-        count, low, high = DATASETS[name]
+        _, low, high = DATASETS[name]
         rng = random.Random(f"bench-{name}")
-        rows = []
-        for i in range(count):
-            day = f"file_manager/2026/{1 + i % 12:02d}/{1 + i % 28:02d}"
-            file_name = f"{day}/{STEMS[i % len(STEMS)]} {i:05d}.bin"
+        names, extra = dataset_names(name)
+        for file_name in [*names, *extra]:
             path = media / file_name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(rng.randbytes(rng.randrange(low, high)))
-            rows.append(file_name)
-        loader = (
-            "import django,sys,hashlib,os;django.setup();from core.models import FileManager as F;"
-            "m=sys.argv[1];F.objects.bulk_create([F(file=n,file_name=os.path.basename(n),"
-            "file_size=os.path.getsize(os.path.join(m,n)),checksum=hashlib.md5(open(os.path.join"
-            "(m,n),'rb').read()).hexdigest(),object_key=n) for n in sys.stdin.read().splitlines()],"
-            "batch_size=1000)"
-        )
-        subprocess.run(
-            [sys.executable, "-c", loader, str(media)],
-            input="\n".join(rows).encode(),
-            env={**env, "PYTHONPATH": f"{REPO / 'sample_project'}:{REPO}"},
-            check=True,
-        )
+        load_rows([*names, *extra], media, env)
         marker.touch()
     return {
         p.relative_to(media).as_posix(): p.stat().st_size for p in media.rglob("*") if p.is_file()
@@ -475,6 +528,164 @@ class Bench:
         )
 
 
+# Rows back to "recorded on local disk" (bucket empty, object_key the name): those named on
+# stdin, or every row when argv[1] is "all"; prints how many were changed.
+RESET = """
+import sys
+from django.db.models import F as Column
+from core.models import FileManager as F
+rows = F.objects.all()
+if sys.argv[1] != "all":
+    rows = rows.filter(file__in=sys.stdin.read().splitlines())
+print(rows.update(bucket="", object_key=Column("file")))
+"""
+COUNT_ROWS = "from core.models import FileManager as F\nprint(F.objects.count())"
+DROP_ROWS = "from core.models import FileManager as F\nF.objects.all().delete()"
+DATABASE_NAME = """
+from django.db import connection as c
+with c.cursor() as k:
+    k.execute("select sqlite_version()" if c.vendor == "sqlite" else "show server_version")
+    print(c.display_name, k.fetchone()[0].split()[0])
+"""
+CATCHUP_RUNS = {
+    "pending": "migrate_storage --to s3 --pending (catch-up)",
+    "full": "migrate_storage --to s3 (full re-run)",
+}
+
+
+class Catchup(Bench):
+    """The catch-up after a switch. Setup, untimed: every row back to local, then one full
+    migrate_storage into a fresh bucket. Each round, the extra rows (EXTRA_FILES) are made
+    pending again, untimed (their objects deleted, their columns set back to local), and two
+    runs are timed: --pending, which must copy just them, and a full re-run, which walks every
+    row and must copy nothing. The order alternates: even rounds reset, catch-up, full re-run;
+    odd rounds full re-run, reset, catch-up (the full re-run always finds every row at the
+    destination, the catch-up always follows a reset)."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        s3: S3Client,
+        tools: Tools,
+        work: Path,
+        base: dict[str, str],
+        database: str = "sqlite",
+        index: int = 1,
+    ) -> None:
+        super().__init__("catchup", endpoint, s3, tools, work, base)
+        self.old, self.new = dataset_names(self.name)
+        self.own_database = database != "sqlite"
+        if self.own_database:
+            self.django_env["DATABASE_URL"] = database
+        self.index = index  # one bucket name per database, when several run in one sitting
+        self.database = "?"
+        self.bucket = ""
+        self.setup: tuple[float, int] | None = None  # the first full copy: seconds, peak KiB
+        self.inner: dict[str, list[float]] = {}  # seconds from the report's start to its end
+
+    def fresh_bucket(self) -> str:
+        self._buckets += 1
+        bucket = f"bench-catchup-{self.index}-{self._buckets}"
+        self.s3.create_bucket(Bucket=bucket)
+        return bucket
+
+    @property
+    def title(self) -> str:
+        return (
+            f"catchup ({len(self.old)} migrated rows + {len(self.new)} new, "
+            f"{self.total / 1e6:.0f} MB, {self.database})"
+        )
+
+    def migrate(self, *extra: str) -> tuple[float, int, dict[str, int], float]:
+        """One migrate_storage into the bucket: wall seconds, peak RSS KiB, the report's
+        totals, and the seconds between the report's start and end."""
+        args, env, _ = self.command("migrate", self.bucket)
+        with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:
+            path = Path(tmp) / "report.json"
+            seconds, peak, _ = run_timed([*args, *extra, "--report", str(path)], env)
+            report = json.loads(path.read_text())
+        inner = datetime.fromisoformat(report["finished_at"]) - datetime.fromisoformat(
+            report["started_at"]
+        )
+        return seconds, peak, report["totals"], inner.total_seconds()
+
+    def expect_totals(self, what: str, totals: dict[str, int], rows: int, copied: int) -> None:
+        """The report says the run walked ``rows`` rows and copied ``copied``, skipping the
+        rest, with no problem; else stop."""
+        want = {"rows": rows, "copied": copied, "skipped": rows - copied, "failed": 0}
+        want |= {"problems": 0, "at_destination": 0}
+        got = {key: totals.get(key) for key in want}
+        if got != want:
+            raise SystemExit(f"catchup, {what}: the report's totals are {got}, expected {want}")
+
+    def prepare(self) -> None:
+        """The rows (loaded into --database if one was given), all back to local, then copied
+        once into a fresh bucket, checked by listing it."""
+        everything = [*self.old, *self.new]
+        if self.own_database:
+            subprocess.run(
+                [sys.executable, str(MANAGE), "migrate", "-v", "0"],
+                env=self.django_env,
+                check=True,
+            )
+            if int(run_django(COUNT_ROWS, self.django_env)) != len(everything):
+                print(f"Loading {len(everything)} rows into the database", flush=True)
+                run_django(DROP_ROWS, self.django_env)
+                run_django(LOADER, self.django_env, "\n".join(everything), str(self.media))
+        self.database = run_django(DATABASE_NAME, self.django_env).strip()
+        if int(run_django(RESET, self.django_env, "", "all")) != len(everything):
+            raise SystemExit(f"catchup: the database does not hold {len(everything)} rows")
+        self.bucket = self.fresh_bucket()
+        print(f"  catchup setup: migrate_storage, {self.count} rows, {self.database}", flush=True)
+        seconds, peak, totals, _ = self.migrate()
+        self.expect_totals("setup", totals, self.count, self.count)
+        self.expect_objects(self.bucket, "migrate")
+        self.setup = seconds, peak
+        print(f"  catchup setup: {seconds:.1f} s, {peak / 1024:.0f} MiB", flush=True)
+
+    def make_pending(self) -> None:
+        """Untimed: the new rows' objects deleted and their columns set back to local."""
+        batch: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in self.new]
+        self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+        if self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{NEW_FOLDER}/").get("Contents"):
+            raise SystemExit(f"catchup: {NEW_FOLDER}/ still holds objects after the deletion")
+        changed = int(run_django(RESET, self.django_env, "\n".join(self.new), "some"))
+        if changed != len(self.new):
+            raise SystemExit(f"catchup: {changed} rows set back to local, not {len(self.new)}")
+
+    def time_run(self, kind: str, run: int) -> None:
+        if kind == "pending":
+            seconds, peak, totals, inner = self.migrate("--pending")
+            self.expect_totals(f"round {run + 1}, --pending", totals, len(self.new), len(self.new))
+            listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"{NEW_FOLDER}/")
+            sizes = {obj["Key"]: obj["Size"] for obj in listed.get("Contents", [])}
+            if sizes != {key: self.expected[key] for key in self.new}:
+                raise SystemExit(f"catchup, round {run + 1}: {NEW_FOLDER}/ holds {sizes}")
+        else:
+            seconds, peak, totals, inner = self.migrate()
+            self.expect_totals(f"round {run + 1}, full re-run", totals, self.count, 0)
+        self.results.setdefault(kind, Result()).add(seconds, peak)
+        self.inner.setdefault(kind, []).append(inner)
+        print(
+            f"  catchup run {run + 1}: {CATCHUP_RUNS[kind]} {seconds:.2f} s "
+            f"({inner:.2f} s in the run), {peak / 1024:.0f} MiB",
+            flush=True,
+        )
+
+    def rounds(self, runs: int) -> None:
+        for run in range(runs):
+            if run % 2 == 0:
+                self.make_pending()
+                self.time_run("pending", run)
+                self.time_run("full", run)
+            else:
+                self.time_run("full", run)
+                self.make_pending()
+                self.time_run("pending", run)
+        listing = self.expect_objects(self.bucket, "migrate")
+        self.delete_bucket(self.bucket, list(listing.sizes))
+
+
 def fmt_spread(result: Result) -> str:
     return f"{result.median:.2f} ({min(result.seconds):.2f}-{max(result.seconds):.2f})"
 
@@ -546,7 +757,61 @@ def render_memory(benches: Sequence[Bench]) -> list[str]:
     return [*lines, ""]
 
 
-def plot(benches: Sequence[Bench], memory: Sequence[Bench], path: Path) -> None:
+def render_catchup(bench: Catchup, runs: int) -> list[str]:
+    pending, full = bench.results["pending"], bench.results["full"]
+    new, rows = len(bench.new), bench.count
+    lines = [
+        f"## {bench.title}",
+        "",
+        "| run | rows walked | copied | wall s, median (min-max) | in the run s, median | "
+        "peak RSS MiB, median (min-max) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, walked, copied in (("pending", new, new), ("full", rows, 0)):
+        result = bench.results[kind]
+        mib = [k / 1024 for k in result.peak_kib]
+        lines.append(
+            f"| **{CATCHUP_RUNS[kind]}** | {walked} | {copied} | {fmt_spread(result)} | "
+            f"{statistics.median(bench.inner[kind]):.2f} | "
+            f"{statistics.median(mib):.0f} ({min(mib):.0f}-{max(mib):.0f}) |"
+        )
+    ratio = pending.median / full.median
+    worst = max(pending.seconds) / min(full.seconds)
+    verdict = "meets" if ratio <= CATCHUP_TARGET else "MISSES"
+    rounds = f"{runs} round{'s' if runs != 1 else ''}"
+    if runs < 3:
+        rounds += " (fewer than 3)"
+    lines += [
+        "",
+        f"Catch-up / full re-run, medians: {ratio:.3f} (target at most {CATCHUP_TARGET:.2f}): "
+        f"{verdict} the target; slowest catch-up / fastest full re-run: {worst:.3f}.",
+        "",
+        f"{rounds}, one sitting, one bucket. Setup, untimed: every row set back to local, then "
+        f"one full `migrate_storage --to s3` of the {rows} rows, "
+        + (
+            f"{bench.setup[0]:.1f} s ({rows / bench.setup[0]:.0f} files/s, "
+            f"{bench.setup[1] / 1024:.0f} MiB peak RSS); "
+            if bench.setup
+            else ""
+        )
+        + f"then, each round, the {new} new rows (the last by primary key, in `{NEW_FOLDER}/`) "
+        "made pending again, untimed: their objects deleted, their `bucket` and `object_key` "
+        "set back to local in one UPDATE. Even rounds: reset, catch-up, full re-run; odd rounds: "
+        f"full re-run, reset, catch-up. Every catch-up's report said {new} rows walked, {new} "
+        f"copied, and `{NEW_FOLDER}/` held them afterwards; every full re-run's said {rows} "
+        f"walked, 0 copied, {rows} skipped; after the last round the bucket held every file "
+        "with its size. Wall time includes starting Python and Django; the run's own time is "
+        "the report's, from its start to its end.",
+    ]
+    return [*lines, ""]
+
+
+def plot(
+    benches: Sequence[Bench],
+    memory: Sequence[Bench],
+    path: Path,
+    catchups: Sequence[Catchup] = (),
+) -> None:
     """One subplot per dataset: median wall time per contender with min-max error bars; for the
     memory dataset, median peak RSS per size."""
     import matplotlib
@@ -554,7 +819,7 @@ def plot(benches: Sequence[Bench], memory: Sequence[Bench], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = len(benches) + (1 if memory else 0)
+    panels = len(benches) + (1 if memory else 0) + len(catchups)
     if panels == 0:
         return
     figure, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 5), squeeze=False)
@@ -577,7 +842,7 @@ def plot(benches: Sequence[Bench], memory: Sequence[Bench], path: Path) -> None:
         ax.set_ylabel("wall time, s (median, min-max)")
         ax.set_title(bench.title)
     if memory:
-        ax = axes[0][-1]
+        ax = axes[0][len(benches)]
         labels = [f"{b.count} rows" for b in memory]
         medians = [statistics.median(b.results["migrate"].peak_kib) / 1024 for b in memory]
         low = [
@@ -592,6 +857,25 @@ def plot(benches: Sequence[Bench], memory: Sequence[Bench], path: Path) -> None:
         ax.axhline(MEMORY_LIMIT_MIB, color="tab:red", linestyle="--", label="limit")
         ax.set_ylabel("migrate_storage peak RSS, MiB (median, min-max)")
         ax.set_title("memory (1-4 KiB files)")
+        ax.legend()
+    for ax, catchup in zip(axes[0][-len(catchups) :] if catchups else [], catchups, strict=True):
+        kinds = ["pending", "full"]
+        results = [catchup.results[k] for k in kinds]
+        medians = [r.median for r in results]
+        low = [m - min(r.seconds) for r, m in zip(results, medians, strict=True)]
+        high = [max(r.seconds) - m for r, m in zip(results, medians, strict=True)]
+        ax.bar(range(2), medians, yerr=[low, high], capsize=4, color="tab:blue")
+        for i, m, h in zip(range(2), medians, high, strict=True):
+            ax.annotate(
+                f"{m:.2f}", (i, m + h), textcoords="offset points", xytext=(0, 3), ha="center"
+            )
+        limit = CATCHUP_TARGET * medians[1]
+        ax.axhline(limit, color="tab:red", linestyle="--", label="a tenth of the full re-run")
+        ax.set_xticks(range(2), ["--pending (catch-up)", "full re-run"])
+        ax.set_ylabel("wall time, s (median, min-max)")
+        ax.set_title(
+            f"catchup ({len(catchup.old)} + {len(catchup.new)} new rows, {catchup.database})"
+        )
         ax.legend()
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -615,7 +899,20 @@ def main() -> int:
         help=f"comma list of {', '.join(CONTENDERS)} (default: all)",
     )
     parser.add_argument("--work", type=Path, default=HERE / ".work")
-    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.md")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="the Markdown (default: bench/results/latest.md; catchup.md for --dataset catchup)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="URL",
+        action="append",
+        help="the catchup dataset's database (repeatable, one after the other in one sitting): "
+        "'sqlite' for the dataset's SQLite file under --work (the default), or an existing "
+        "database, e.g. postgres://postgres@127.0.0.1:5432/bench_catchup, into which its rows "
+        "are loaded when it does not hold the dataset's count",
+    )
     args = parser.parse_args()
     selected = [c.strip() for c in args.contenders.split(",") if c.strip()]
     unknown = sorted(set(selected) - set(CONTENDERS))
@@ -626,8 +923,11 @@ def main() -> int:
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     datasets = DATASET_CHOICES[args.dataset]
-    memory_only = datasets == ["memory"]
-    tools = find_tools(set() if memory_only else set(selected), args.server, args.work)
+    if args.output is None:
+        name = "catchup.md" if datasets == ["catchup"] else "latest.md"
+        args.output = HERE / "results" / name
+    migrate_only = set(datasets) <= {"memory", "catchup"}  # no peer contender runs
+    tools = find_tools(set() if migrate_only else set(selected), args.server, args.work)
 
     base = {
         **os.environ,
@@ -643,6 +943,7 @@ def main() -> int:
     }
     benches: list[Bench] = []
     memory: list[Bench] = []
+    catchups: list[Catchup] = []
     with server(args.server) as endpoint:
         s3 = s3_client(endpoint)
         for name in datasets:
@@ -652,6 +953,13 @@ def main() -> int:
                     for bench in rotated(memory, run):
                         bench.bench(["migrate"], 1, first=run)
                 continue
+            if name == "catchup":
+                for index, database in enumerate(args.database or ["sqlite"], 1):
+                    catchup = Catchup(endpoint, s3, tools, args.work, base, database, index)
+                    catchup.prepare()
+                    catchup.rounds(args.runs)
+                    catchups.append(catchup)
+                continue
             bench = Bench(name, endpoint, s3, tools, args.work, base)
             bench.bench(selected, args.runs)
             benches.append(bench)
@@ -659,23 +967,30 @@ def main() -> int:
     server_name = "`rclone serve s3`" if args.server == "rclone" else "moto's server"
     chart = args.output.with_suffix(".png")
     runs = f"{args.runs} run{'s' if args.runs != 1 else ''}"
+    if datasets == ["catchup"]:
+        method = f"{runs} of each, alternating, into one bucket (below); medians."
+    else:
+        method = (
+            f"{runs} of each contender, alternating, each into a fresh bucket that was listed "
+            "afterwards (every key and size as expected); medians."
+        )
     lines = [
         "# Benchmark",
         "",
-        f"{server_name} on loopback; {runs} of each contender, alternating, each into a "
-        f"fresh bucket that was listed afterwards (every key and size as expected); medians. "
-        f"{os.cpu_count()} cores; {datetime.now(UTC):%Y-%m-%d}.",
+        f"{server_name} on loopback; {method} {os.cpu_count()} cores; "
+        f"{datetime.now(UTC):%Y-%m-%d}.",
         "",
         f"Tools: {'; '.join(tools.versions)}.",
         "",
         *(line for bench in benches for line in render_dataset(bench)),
         *(render_memory(memory) if memory else []),
+        *(line for catchup in catchups for line in render_catchup(catchup, args.runs)),
         f"![median wall time per contender, min-max error bars]({chart.name})",
     ]
     table = "\n".join(lines) + "\n"
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(table)
-    plot(benches, memory, chart)
+    plot(benches, memory, chart, catchups)
     print("\n" + table)
     return 0
 

@@ -296,6 +296,8 @@ def test_the_command_reports_in_json_and_exits_1_when_a_file_stays(
         (["--from", "local", "--verified-against", "s3", "--min-age", "a week"], "--min-age"),
         (["--from", "local", "--verified-against", "nowhere"], "nowhere"),
         (["--from", "local", "--verified-against", "s3", "--quarantine", "/"], "quarantine"),
+        (["--from", "local", "--verified-against", "s3", "--quarantine", "../out"], r"'\.\.'"),
+        (["--from", "local", "--verified-against", "s3", "--quarantine", "a//b"], "empty part"),
         (["--verified-against", "s3"], "--from"),
     ],
 )

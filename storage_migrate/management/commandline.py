@@ -119,7 +119,9 @@ def run_with_progress(
         logger.setLevel(logging.DEBUG)
     try:
         with stop_at_safe_points():
-            return call(on_row=progress.row, on_start=progress.start, **kwargs)
+            # The rows are counted only for a bar: a count is a scan of the table.
+            on_start = progress.start if progress.want_bar else None
+            return call(on_row=progress.row, on_start=on_start, **kwargs)
     except ConfigurationError as exc:  # chained: --traceback shows where it started
         if on_config_error is not None:  # a report file says it too, for a pipeline to show
             on_config_error(one_line(exc))

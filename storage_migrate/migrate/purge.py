@@ -355,8 +355,13 @@ def purge_source(
             raise ConfigurationError(f"--from and --verified-against are one alias ({source!r})")
         if min_age < 0:
             raise ConfigurationError("min_age must be 0 or more seconds")
-        if quarantine is not None and not quarantine.strip("/"):
-            raise ConfigurationError("--quarantine needs a folder or prefix, not the root")
+        if quarantine is not None:
+            parts = quarantine.strip("/").split("/")
+            if not quarantine.strip("/") or any(part in ("", ".", "..") for part in parts):
+                raise ConfigurationError(
+                    f"--quarantine {quarantine!r}: a folder or prefix inside the storage is "
+                    "needed (not its root, no '.' or '..' and no empty part)"
+                )
         src = endpoint_for(source, conf)
         dst = endpoint_for(verified_against, conf)
         refuse_one_place(src, dst, probe=False, destructive=True)
