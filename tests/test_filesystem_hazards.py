@@ -191,14 +191,14 @@ def test_delete_source_through_a_swapped_folder_deletes_nothing_outside(
     folder = media_root / os.path.dirname(str(row.file.name))
     # Every check before the delete (fingerprint, destination proof) sees the real folder; the
     # swap comes between them and the unlink.
-    real_delete = LocalEndpoint.delete
+    real_remove = LocalEndpoint.remove_if_unchanged
 
-    def delete(self: LocalEndpoint, name: str) -> None:
+    def remove(self: LocalEndpoint, name: str, *args: Any, **kwargs: Any) -> str | None:
         if not folder.is_symlink():
             swap_for_link(folder, outside)
-        real_delete(self, name)
+        return real_remove(self, name, *args, **kwargs)
 
-    monkeypatch.setattr(LocalEndpoint, "delete", delete)
+    monkeypatch.setattr(LocalEndpoint, "remove_if_unchanged", remove)
 
     report = migrate_storage(to="s3", delete_source=True, workers=1)
 

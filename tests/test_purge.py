@@ -314,8 +314,8 @@ def test_bad_input_is_exit_2_and_deletes_nothing(
 def test_an_interrupted_purge_reports_what_it_deleted_and_a_rerun_finishes(
     s3_bucket: str, media_root: Path
 ) -> None:
-    """Ctrl-C after the first file: files not started stay, the partial report counts exactly
-    the files gone from the disk, and the same command finishes the job."""
+    """Ctrl-C after the first chunk of files: files not started stay, the partial report counts
+    exactly the files gone from the disk, and the same command finishes the job."""
     import signal
 
     from storage_migrate import stopping
@@ -326,7 +326,7 @@ def test_an_interrupted_purge_reports_what_it_deleted_and_a_rerun_finishes(
         stopping._requested.append(signal.SIGINT)
 
     with stopping.stop_at_safe_points(), pytest.raises(KeyboardInterrupt) as stopped:
-        purge(workers=1, on_row=stop_after_the_first)
+        purge(workers=1, batch_size=2, on_row=stop_after_the_first)
 
     partial = stopped.value.report  # type: ignore[attr-defined]
     left = on_disk(media_root)

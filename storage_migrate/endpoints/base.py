@@ -137,6 +137,14 @@ class Endpoint:
     def delete(self, name: str) -> None:
         self.storage.delete(name)
 
+    def remove_if_unchanged(
+        self, name: str, fingerprint: Fingerprint, quarantine: str | None = None
+    ) -> str | None:
+        """Delete the file (or move it to ``quarantine/name``) only if it is, at that moment,
+        the file with this fingerprint: why not, or None once it is done. Only local disk and
+        S3 remove a source (a delete elsewhere cannot be proven safe)."""
+        raise NotImplementedError(f"{type(self).__name__} does not remove sources")
+
     def iter_objects(self, prefix: str = "") -> Iterator[tuple[str, ObjectInfo]]:
         """Every object whose name starts with ``prefix``, in UTF-8 byte order of the names
         (the order S3 lists in), as a stream."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 import weakref
 from collections.abc import Iterator
 from functools import cached_property
@@ -23,6 +24,8 @@ _PROC_FD = "/proc/self/fd"
 _HAS_PROC_FD = os.path.isdir(_PROC_FD)
 # O_NONBLOCK: opening a FIFO returns at once (and is refused), never waits for a writer.
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+# What remove_if_unchanged() answers for a file already gone.
+_GONE = "gone"
 _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 IS_ROOT = "name is the storage's root"
 IS_FOLDER = "name is a folder"
@@ -292,6 +295,78 @@ class LocalEndpoint(Endpoint):
         except (FileNotFoundError, NotADirectoryError):
             return None
         return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+    def remove_if_unchanged(
+        self, name: str, fingerprint: Fingerprint, quarantine: str | None = None
+    ) -> str | None:
+        """The file is first renamed aside (atomic: a new upload under the name from then on is
+        left alone), into its own folder, or into the quarantine's, then compared with the
+        fingerprint (size, mtime, inode; a rename changes the ctime): a file that is not the
+        one proven is put back, never over a newer one. Only then is it unlinked, or given its
+        name in the quarantine (never over another file there). Killed half way, the file is
+        beside its name, or in the quarantine, under a name ending in .removing."""
+        try:
+            dfd, base = self.open_folder_checked(name)
+        except FileNotFoundError:
+            return _GONE
+        qfd = None
+        try:
+            if quarantine is not None:
+                try:
+                    qfd, qbase = self.open_folder_checked(f"{quarantine}/{name}", create=True)
+                except (OSError, UnsafeName, ValueError) as exc:
+                    return f"the quarantine cannot hold {name!r}: {exc}; the source stays"
+            holder = dfd if qfd is None else qfd
+            aside = f".{(base if qfd is None else qbase)[:150]}.{uuid.uuid4().hex[:12]}.removing"
+            changed = "source changed after it was copied"
+            try:
+                entry = os.stat(base, dir_fd=dfd, follow_symlinks=False)  # the name itself
+                st = os.stat(base, dir_fd=dfd)  # the file it names (a symlink's target)
+                if (st.st_size, st.st_mtime_ns, st.st_ino) != tuple(fingerprint[:3]):
+                    return f"{changed}; it was not deleted (run again)"
+                os.rename(base, aside, src_dir_fd=dfd, dst_dir_fd=holder)
+            except FileNotFoundError:
+                return _GONE
+            except OSError as exc:  # another file system: nothing was moved
+                return f"the file could not be moved aside ({exc}); the source stays"
+            moved = os.stat(aside, dir_fd=holder, follow_symlinks=False)
+            # The entry renamed is the one checked: a file put under the name in between is
+            # another inode, one rewritten in place has another mtime.
+            if not os.path.samestat(moved, entry) or moved.st_mtime_ns != entry.st_mtime_ns:
+                return self._put_back(holder, aside, dfd, base, changed)
+            if qfd is not None:
+                refusal = self._name_in_quarantine(qfd, aside, qbase, f"{quarantine}/{name}")
+                if refusal is not None:
+                    return self._put_back(holder, aside, dfd, base, refusal)
+            os.unlink(aside, dir_fd=holder)
+            return None
+        finally:
+            os.close(dfd)
+            if qfd is not None:
+                os.close(qfd)
+
+    @staticmethod
+    def _put_back(holder: int, aside: str, dfd: int, base: str, why: str) -> str:
+        try:
+            os.link(aside, base, src_dir_fd=holder, dst_dir_fd=dfd, follow_symlinks=False)
+        except FileExistsError:
+            return (
+                f"{why}, and a newer file took its name: the file is kept as {aside!r} (run again)"
+            )
+        os.unlink(aside, dir_fd=holder)
+        return f"{why}; it was not deleted (run again)"
+
+    @staticmethod
+    def _name_in_quarantine(qfd: int, aside: str, qbase: str, target: str) -> str | None:
+        """Give the file its name in the quarantine; why not, or None."""
+        try:
+            os.link(aside, qbase, src_dir_fd=qfd, dst_dir_fd=qfd, follow_symlinks=False)
+        except FileExistsError:
+            there = os.stat(qbase, dir_fd=qfd, follow_symlinks=False)
+            if os.path.samestat(there, os.stat(aside, dir_fd=qfd, follow_symlinks=False)):
+                return None  # linked there by an interrupted run: this very file
+            return f"the quarantine already holds {target!r}"
+        return None
 
     def delete(self, name: str) -> None:
         try:

@@ -335,3 +335,54 @@ class S3Endpoint(Endpoint):
 
     def delete(self, name: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def remove_if_unchanged(
+        self, name: str, fingerprint: Fingerprint, quarantine: str | None = None
+    ) -> str | None:
+        """Delete the object only while its ETag is the one proven (If-Match, where the store
+        honours it; one that refuses the header gets a plain delete, right after the check).
+        With a quarantine, the object is first copied there server-side (pinned to that ETag,
+        never over another object) and the copy proven to hold the same bytes; a copy left by
+        an interrupted run is proven and kept."""
+        from botocore.exceptions import ClientError
+
+        from .proof import same_bytes
+
+        size, etag = fingerprint
+        source = self.stat(name)
+        if source is None:
+            return "gone"
+        if (source.size, source.etag) != (size, etag):
+            return "source changed after it was copied; it was not deleted (run again)"
+        if quarantine is not None:
+            target = f"{quarantine}/{name}"
+            moved = self.stat(target)
+            if moved is None:
+                self.client.copy(
+                    {"Bucket": self.bucket, "Key": self.key(name)},
+                    self.bucket,
+                    self.key(target),
+                    ExtraArgs={"CopySourceIfMatch": f'"{etag}"', **self.read_params},
+                )
+                moved = self.stat(target)
+            if moved is None or not same_bytes(self, name, source, self, target, moved):
+                return f"the quarantine holds another object under {target!r}; the source stays"
+            again = self.stat(name)  # a new upload during the copy is not deleted
+            if again is None:
+                return "gone"
+            if (again.size, again.etag) != (size, etag):
+                return "source changed after it was copied; it was not deleted (run again)"
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.key(name), IfMatch=f'"{etag}"')
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = exc.response.get("Error", {}).get("Code")
+            if status == 412 or code == "PreconditionFailed":
+                return "source changed after it was copied; it was not deleted (run again)"
+            if status == 404 or code in ("NoSuchKey", "404"):
+                return "gone"
+            if status in (400, 501) or code in ("NotImplemented", "InvalidArgument"):
+                self.delete(name)  # a store without conditional deletes
+                return None
+            raise
+        return None

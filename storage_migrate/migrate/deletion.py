@@ -9,7 +9,9 @@ waiting for their delete are kept in a temporary SQLite file, not in memory.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import weakref
 from collections.abc import Callable, Iterator
@@ -17,9 +19,9 @@ from typing import Any
 
 from .. import stopping
 from ..endpoints.base import Endpoint, ObjectInfo
-from ..endpoints.places import same_object
+from ..endpoints.places import identity, loose_identity, same_object
 from ..report.problems import ERROR, Problem
-from ..rows import Row, RowResult
+from ..rows import Row, RowResult, with_files
 from ..targets import Target
 
 NAMES_PER_QUERY = 500
@@ -27,14 +29,18 @@ NAMES_PER_QUERY = 500
 DeletedCallback = Callable[[Problem, int], None]
 
 
-def _other_fields(src: Endpoint, walked: list[Target]) -> list[Target]:
-    """The FileFields of installed models that the run does not walk, and whose storage keeps
-    its files where the source does (a row of theirs may name a file the run would delete)."""
+def _other_fields(src: Endpoint, walked: list[Target]) -> list[tuple[Target, Endpoint]]:
+    """The FileFields of installed models that the run does not walk and whose storage may keep
+    its files where the source does (a row of theirs may name a file the run would delete),
+    each with the endpoint its names are found through. A FallbackStorage is both of its
+    storages; a storage that is neither local disk nor S3 cannot be told apart, so it is
+    taken to share the source's files under the same names."""
     from django.apps import apps
 
     from ..endpoints.base import alias_of
     from ..endpoints.factory import endpoint_for_storage
     from ..endpoints.places import place_of
+    from ..storage import FallbackStorage
     from ..targets import file_fields
 
     seen = {(t.label, t.field_name) for t in walked}
@@ -47,16 +53,37 @@ def _other_fields(src: Endpoint, walked: list[Target]) -> list[Target]:
             if (model._meta.label, field.name) in seen:
                 continue
             storage = field.storage
-            try:
-                endpoint = endpoint_for_storage(
-                    alias_of(storage) or type(storage).__name__, storage, src.conf
-                )
-                there = place_of(endpoint)
-            except Exception:
-                there = here  # cannot tell: assume it shares the files
-            if here.contains(there) or there.contains(here):
-                others.append(Target(model, field, {}))
+            if isinstance(storage, FallbackStorage):
+                storages = [storage.primary, storage.fallback]
+            else:
+                storages = [storage]
+            for each in storages:
+                try:
+                    endpoint = endpoint_for_storage(
+                        alias_of(each) or type(each).__name__, each, src.conf
+                    )
+                    if endpoint.kind not in ("local", "s3"):
+                        raise LookupError  # cannot tell where it keeps its files
+                    there = place_of(endpoint)
+                except Exception:
+                    endpoint, there = src, here  # cannot tell: it shares the files
+                if here.contains(there) or there.contains(here):
+                    others.append((Target(model, field, {}), endpoint))
+                    break
     return others
+
+
+def _identity_of(endpoint: Endpoint, name: str) -> tuple[Any, ...] | None:
+    """What a row of another field refers to, found by status alone; None when it reaches no
+    file."""
+    from ..names import unsafe_reason
+
+    if not unsafe_reason(name):
+        with contextlib.suppress(Exception):  # else found by status alone, below
+            if endpoint.kind != "local" or os.path.lexists(endpoint.local_path(name) or ""):
+                return identity(endpoint, name)
+            return None
+    return loose_identity(endpoint, name)
 
 
 def _dump(value: Any) -> str:
@@ -139,20 +166,35 @@ class DeletionLedger:
         query = "SELECT COUNT(DISTINCT name) FROM cand WHERE ident NOT IN (SELECT ident FROM taint)"
         return int(self.db.execute(query).fetchone()[0])
 
-    def candidates(self) -> Iterator[tuple[str, str, Any, str, Any]]:
-        """purge_source's files whose every referring row qualifies: one row of each, with the
-        checksum stored by add_row()."""
-        for label, field, pk, name, _, checksum in self._deletable():
-            yield label, field, pk, name, checksum
+    def candidate_groups(self) -> Iterator[list[tuple[str, str, Any, str, Any]]]:
+        """purge_source's files whose every referring row qualifies, one group per stored file
+        (its names: a symlink, a hard link or another spelling are one file), each row with
+        the checksum stored by add_row(), streamed."""
+        query = (
+            "SELECT ident, label, field, pk, name, proof FROM cand"
+            " WHERE ident NOT IN (SELECT ident FROM taint) ORDER BY ident, name, pk"
+        )
+        group: list[tuple[str, str, Any, str, Any]] = []
+        current = None
+        for ident, label, field, pk, name, checksum in self.db.cursor().execute(query):
+            if ident != current and group:
+                yield group
+                group = []
+            current = ident
+            group.append((label, field, json.loads(pk), name, json.loads(checksum)))
+        if group:
+            yield group
 
     def _block_shared(self, src: Endpoint, targets: list[Target]) -> None:
         """Taint every source that a row refers to by name and that is not among the rows
         committed clean in this run: a row of a walked field that was not walked (created
         during the run) or whose problem came after the file's other rows were committed, and
         any row of a FileField not walked whose storage keeps its files where the source does.
-        Rows that share a file under another name were walked too (--delete-source walks whole
-        tables) and tainted it by identity."""
-        others = _other_fields(src, targets)
+        Rows of walked fields that share a file under another name were walked too (whole
+        tables are walked) and tainted it by identity; rows of the other fields taint what
+        they refer to by identity."""
+        for target, endpoint in _other_fields(src, targets):
+            self._taint_referred(target, endpoint)
         names = self.db.cursor()
         names.execute("SELECT DISTINCT name FROM cand ORDER BY name")
         ledger = self.db.cursor()
@@ -172,14 +214,22 @@ class DeletionLedger:
                 for name, pk in referring.values_list(attname, "pk").iterator():
                     if (str(name), _dump(pk)) not in clean:
                         blocked.add(str(name))
-            for target in others:
-                attname = str(target.field.attname)
-                referring = target.model._base_manager.filter(**{f"{attname}__in": chunk})
-                blocked.update(str(n) for n in referring.values_list(attname, flat=True).distinct())
             for name in blocked:
                 ledger.execute(
                     "INSERT OR IGNORE INTO taint SELECT ident FROM cand WHERE name = ?", (name,)
                 )
+
+    def _taint_referred(self, target: Target, endpoint: Endpoint) -> None:
+        """Every file a row of a field not walked refers to stays: by identity, so that another
+        spelling of the name, a symlink or a storage rooted inside the source's folder is seen."""
+        attname = str(target.field.attname)
+        names = (
+            with_files(target).values_list(attname, flat=True).distinct().iterator(chunk_size=2000)
+        )
+        for name in names:
+            ident = _identity_of(endpoint, str(name))
+            if ident is not None:
+                self.taint(ident)
 
     def _deletable(self) -> Iterator[tuple[str, str, Any, str, Any, Any]]:
         """One row per source name whose every referring row is clean, streamed."""
@@ -218,7 +268,7 @@ class DeletionLedger:
                         on_deleted(Problem("deleted", label, field, pk, name, ""), bytes_)
             except Exception as exc:
                 refusal = f"copied and committed, but the source could not be deleted: {exc}"
-            if refusal and refusal is not _GONE:
+            if refusal and refusal != _GONE:
                 on_problem(Problem(ERROR, label, field, pk, name, refusal))
         return deleted, size
 
@@ -239,19 +289,20 @@ def delete_source(
     proof: Any,
     *,
     dry_run: bool = False,
-    remove: Callable[[str], None] | None = None,
+    quarantine: str | None = None,
 ) -> tuple[str | None, int]:
     """The one place a source file is deleted (--delete-source, purge_source): only while it is
     the file that was copied (its fingerprint), the destination still holds the verified copy
-    (its proof), and the two are not one object. ``remove`` deletes it (default: the source's
-    delete; purge_source --quarantine moves it). Returns why it was not deleted (None: it was,
-    or in a dry run would be; _GONE: it already was) and its size."""
+    (its proof), and the two are not one object; the endpoint then removes it only if it is
+    still that file at the moment of removal (purge_source --quarantine: moves it under that
+    prefix). Returns why it was not deleted (None: it was, or in a dry run would be; _GONE: it
+    already was) and its size."""
     current = src.fingerprint(name)
     if dry_run:
         return (_GONE if current is None else None), _size_of(current)
     refusal = _refusal(src, dst, name, current, fingerprint, proof)
-    if refusal is None:
-        (remove or src.delete)(name)
+    if refusal is None and current is not None:
+        refusal = src.remove_if_unchanged(name, current, quarantine)
     return refusal, _size_of(current)
 
 
