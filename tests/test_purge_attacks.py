@@ -605,3 +605,18 @@ def test_a_relative_symlink_and_its_target_go_to_the_quarantine_together(
     assert (media_root / "trash/file_manager/a.jpg").read_bytes() == data
     assert (media_root / "trash/b.jpg").is_symlink()
     assert sorted(on_disk(media_root)) == ["trash/b.jpg", "trash/file_manager/a.jpg"]
+
+
+@pytest.mark.parametrize("quarantine", [None, "trash"])
+def test_a_name_at_the_file_name_limit_is_purged(
+    s3_bucket: str, media_root: Path, quarantine: str | None
+) -> None:
+    """62 four-byte characters: 252 bytes, near the 255 a file name may have; the name it is
+    renamed aside to must fit too."""
+    name = "file_manager/" + "𝄞" * 62 + ".txt"
+    recorded(s3_bucket, media_root, name, b"long name")
+
+    report = purge(quarantine=quarantine)
+
+    assert (report.purged, report.problems) == (1, [])
+    assert on_disk(media_root) == ([] if quarantine is None else [f"trash/{name}"])

@@ -145,6 +145,10 @@ class Endpoint:
         S3 remove a source (a delete elsewhere cannot be proven safe)."""
         raise NotImplementedError(f"{type(self).__name__} does not remove sources")
 
+    def finish_quarantine(self, name: str, quarantine: str) -> None:
+        """For a name already gone: finish a move into the quarantine that an interrupted run
+        left half done (where a move has two steps)."""
+
     def iter_objects(self, prefix: str = "") -> Iterator[tuple[str, ObjectInfo]]:
         """Every object whose name starts with ``prefix``, in UTF-8 byte order of the names
         (the order S3 lists in), as a stream."""

@@ -317,7 +317,8 @@ class LocalEndpoint(Endpoint):
                 except (OSError, UnsafeName, ValueError) as exc:
                     return f"the quarantine cannot hold {name!r}: {exc}; the source stays"
             holder = dfd if qfd is None else qfd
-            aside = f".{(base if qfd is None else qbase)[:150]}.{uuid.uuid4().hex[:12]}.removing"
+            # 40 characters (160 bytes at most) of the name: within a file name's 255 bytes.
+            aside = f".{(base if qfd is None else qbase)[:40]}.{uuid.uuid4().hex[:12]}.removing"
             changed = "source changed after it was copied"
             try:
                 entry = os.stat(base, dir_fd=dfd, follow_symlinks=False)  # the name itself
@@ -326,19 +327,22 @@ class LocalEndpoint(Endpoint):
                     return f"{changed}; it was not deleted (run again)"
                 os.rename(base, aside, src_dir_fd=dfd, dst_dir_fd=holder)
             except FileNotFoundError:
+                if qfd is not None:
+                    self._finish_quarantine(qfd, qbase)
                 return _GONE
-            except OSError as exc:  # another file system: nothing was moved
+            except OSError as exc:  # another file system, a read-only folder: nothing moved
                 return f"the file could not be moved aside ({exc}); the source stays"
-            moved = os.stat(aside, dir_fd=holder, follow_symlinks=False)
-            # The entry renamed is the one checked: a file put under the name in between is
-            # another inode, one rewritten in place has another mtime.
-            if not os.path.samestat(moved, entry) or moved.st_mtime_ns != entry.st_mtime_ns:
-                return self._put_back(holder, aside, dfd, base, changed)
-            if qfd is not None:
-                refusal = self._name_in_quarantine(qfd, aside, qbase, f"{quarantine}/{name}")
-                if refusal is not None:
-                    return self._put_back(holder, aside, dfd, base, refusal)
-            os.unlink(aside, dir_fd=holder)
+            try:
+                moved = os.stat(aside, dir_fd=holder, follow_symlinks=False)
+                # The entry renamed is the one checked: a file put under the name in between
+                # is another inode, one rewritten in place has another mtime.
+                if not os.path.samestat(moved, entry) or moved.st_mtime_ns != entry.st_mtime_ns:
+                    return self._put_back(holder, aside, dfd, base, changed)
+                if qfd is not None:
+                    return self._name_in_quarantine(qfd, aside, qbase, f"{quarantine}/{name}")
+                os.unlink(aside, dir_fd=holder)
+            except OSError as exc:
+                return self._put_back(holder, aside, dfd, base, f"{exc.strerror or exc}")
             return None
         finally:
             os.close(dfd)
@@ -346,27 +350,62 @@ class LocalEndpoint(Endpoint):
                 os.close(qfd)
 
     @staticmethod
-    def _put_back(holder: int, aside: str, dfd: int, base: str, why: str) -> str:
+    def _move_free(src_fd: int, src: str, dst_fd: int, dst: str) -> bool:
+        """Give a file another name, never over another file: a hard link (atomic), or where
+        the file system has none, a rename while the name is free. False if it is taken."""
         try:
-            os.link(aside, base, src_dir_fd=holder, dst_dir_fd=dfd, follow_symlinks=False)
+            os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
         except FileExistsError:
-            return (
-                f"{why}, and a newer file took its name: the file is kept as {aside!r} (run again)"
-            )
-        os.unlink(aside, dir_fd=holder)
-        return f"{why}; it was not deleted (run again)"
+            return False
+        except OSError:  # no hard links here (fs.protected_hardlinks, a FAT or FUSE mount)
+            try:
+                os.stat(dst, dir_fd=dst_fd, follow_symlinks=False)
+                return False
+            except FileNotFoundError:
+                os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                return True
+        os.unlink(src, dir_fd=src_fd)
+        return True
 
-    @staticmethod
-    def _name_in_quarantine(qfd: int, aside: str, qbase: str, target: str) -> str | None:
-        """Give the file its name in the quarantine; why not, or None."""
+    def _put_back(self, holder: int, aside: str, dfd: int, base: str, why: str) -> str:
         try:
-            os.link(aside, qbase, src_dir_fd=qfd, dst_dir_fd=qfd, follow_symlinks=False)
-        except FileExistsError:
-            there = os.stat(qbase, dir_fd=qfd, follow_symlinks=False)
-            if os.path.samestat(there, os.stat(aside, dir_fd=qfd, follow_symlinks=False)):
-                return None  # linked there by an interrupted run: this very file
-            return f"the quarantine already holds {target!r}"
-        return None
+            if self._move_free(holder, aside, dfd, base):
+                return f"{why}; it was not deleted (run again)"
+            where = f"kept as {aside!r}, as a newer file took its name"
+        except OSError as exc:
+            where = f"kept as {aside!r}, as it could not be put back ({exc})"
+        return f"{why}: the file is {where} beside its name or in the quarantine (run again)"
+
+    def _name_in_quarantine(self, qfd: int, aside: str, qbase: str, target: str) -> str | None:
+        """Give the file its name in the quarantine; why not (it is then put back), or None."""
+        if self._move_free(qfd, aside, qfd, qbase):
+            return None
+        there = os.stat(qbase, dir_fd=qfd, follow_symlinks=False)
+        if os.path.samestat(there, os.stat(aside, dir_fd=qfd, follow_symlinks=False)):
+            os.unlink(aside, dir_fd=qfd)  # linked there by an interrupted run: this very file
+            return None
+        raise FileExistsError(f"the quarantine already holds {target!r}")
+
+    def finish_quarantine(self, name: str, quarantine: str) -> None:
+        """For a name already gone: a move of its file into the quarantine that an interrupted
+        run left under its temporary name is given its name there."""
+        try:
+            qfd, qbase = self.open_folder_checked(f"{quarantine}/{name}")
+        except (OSError, UnsafeName, ValueError):
+            return
+        try:
+            self._finish_quarantine(qfd, qbase)
+        finally:
+            os.close(qfd)
+
+    def _finish_quarantine(self, qfd: int, qbase: str) -> None:
+        """A move into the quarantine that an interrupted run left under its temporary name
+        gets its name there."""
+        with contextlib.suppress(OSError):
+            prefix = f".{qbase[:40]}."
+            left = [n for n in os.listdir(qfd) if n.startswith(prefix) and n.endswith(".removing")]
+            if len(left) == 1:
+                self._move_free(qfd, left[0], qfd, qbase)
 
     def delete(self, name: str) -> None:
         try:

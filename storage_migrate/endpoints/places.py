@@ -225,11 +225,19 @@ def identity(endpoint: Endpoint, name: str) -> tuple[Any, ...]:
 def loose_identity(endpoint: Endpoint, name: str) -> tuple[Any, ...] | None:
     """The identity of what an unsafe name would reach, found by status alone (never a read),
     so that the file it shares with a safe row is kept; None when it reaches nothing."""
-    try:
-        if endpoint.kind == "local":
-            location = str(getattr(endpoint.storage, "location", ""))
-            st = os.stat(os.path.join(location, name))
+    if endpoint.kind == "local":
+        location = str(getattr(endpoint.storage, "location", ""))
+        joined = os.path.join(location, name)
+        # What Django opens (its safe_join normalises `a/../b` lexically, even where `a` does
+        # not exist), then what the kernel would reach.
+        for path in (os.path.normpath(joined), joined):
+            try:
+                st = os.stat(path)
+            except (OSError, ValueError):
+                continue
             return ("inode", st.st_dev, st.st_ino)
+        return None
+    try:
         return identity(endpoint, name)
     except Exception:
         return None

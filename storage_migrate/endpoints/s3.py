@@ -362,7 +362,11 @@ class S3Endpoint(Endpoint):
                     {"Bucket": self.bucket, "Key": self.key(name)},
                     self.bucket,
                     self.key(target),
-                    ExtraArgs={"CopySourceIfMatch": f'"{etag}"', **self.read_params},
+                    ExtraArgs={
+                        "CopySourceIfMatch": f'"{etag}"',
+                        **self.read_params,  # SSE-C: the copy is encrypted as its source...
+                        **{f"CopySource{k}": v for k, v in self.read_params.items()},  # read so
+                    },
                 )
                 moved = self.stat(target)
             if moved is None or not same_bytes(self, name, source, self, target, moved):

@@ -53,10 +53,14 @@ def _other_fields(src: Endpoint, walked: list[Target]) -> list[tuple[Target, End
             if (model._meta.label, field.name) in seen:
                 continue
             storage = field.storage
-            if isinstance(storage, FallbackStorage):
-                storages = [storage.primary, storage.fallback]
-            else:
-                storages = [storage]
+            try:
+                if isinstance(storage, FallbackStorage):
+                    storages = [storage.primary, storage.fallback]
+                else:
+                    storages = [storage]
+            except Exception:  # an alias that is gone: cannot tell, so it shares the files
+                others.append((Target(model, field, {}), src))
+                continue
             for each in storages:
                 try:
                     endpoint = endpoint_for_storage(
@@ -231,14 +235,24 @@ class DeletionLedger:
             if ident is not None:
                 self.taint(ident)
 
-    def _deletable(self) -> Iterator[tuple[str, str, Any, str, Any, Any]]:
-        """One row per source name whose every referring row is clean, streamed."""
+    def _deletable(self) -> Iterator[list[tuple[str, str, Any, str, Any, Any]]]:
+        """The source names whose every referring row is clean, one row each, streamed in
+        groups: the names of one stored file (a symlink, a hard link) together."""
         query = (
-            "SELECT label, field, pk, name, fingerprint, proof FROM cand"
-            " WHERE ident NOT IN (SELECT ident FROM taint) GROUP BY name ORDER BY name"
+            "SELECT ident, label, field, pk, name, fingerprint, proof FROM cand"
+            " WHERE ident NOT IN (SELECT ident FROM taint) GROUP BY name ORDER BY ident, name"
         )
-        for label, field, pk, name, fingerprint, proof in self.db.cursor().execute(query):
-            yield label, field, json.loads(pk), name, json.loads(fingerprint), json.loads(proof)
+        group: list[tuple[str, str, Any, str, Any, Any]] = []
+        current = None
+        for ident, label, field, pk, name, fingerprint, proof in self.db.cursor().execute(query):
+            if ident != current and group:
+                yield group
+                group = []
+            current = ident
+            loaded = (json.loads(pk), name, json.loads(fingerprint), json.loads(proof))
+            group.append((label, field, *loaded))
+        if group:
+            yield group
 
     def delete_sources(
         self,
@@ -255,25 +269,47 @@ class DeletionLedger:
         self._block_shared(src, targets)
         deleted = size = 0
         self.deleted = self.bytes_deleted = 0  # so far: what an interrupted run reports
-        for label, field, pk, name, fingerprint, proof in self._deletable():
-            stopping.check()  # between two deletes: the rest stay, to be deleted by a re-run
-            refusal = None
-            try:
-                refusal, bytes_ = delete_source(src, dst, name, fingerprint, proof, dry_run=dry_run)
-                if refusal is None:
-                    deleted += 1
-                    size += bytes_
-                    self.deleted, self.bytes_deleted = deleted, size
-                    if on_deleted is not None:
-                        on_deleted(Problem("deleted", label, field, pk, name, ""), bytes_)
-            except Exception as exc:
-                refusal = f"copied and committed, but the source could not be deleted: {exc}"
-            if refusal and refusal != _GONE:
-                on_problem(Problem(ERROR, label, field, pk, name, refusal))
+        for group in self._deletable():
+            removed = False
+            for label, field, pk, name, fingerprint, proof in _links_first(src, group):
+                stopping.check()  # between two deletes: the rest stay, to be deleted by a re-run
+                refusal = None
+                if removed and src.kind == "local" and fingerprint:
+                    # Deleting a hard link of this file changed its ctime, and nothing else.
+                    current = src.fingerprint(name)
+                    if current is not None and list(current[:3]) == list(fingerprint[:3]):
+                        fingerprint = current
+                try:
+                    refusal, bytes_ = delete_source(
+                        src, dst, name, fingerprint, proof, dry_run=dry_run
+                    )
+                    removed = removed or refusal is None
+                    if refusal is None:
+                        deleted += 1
+                        size += bytes_
+                        self.deleted, self.bytes_deleted = deleted, size
+                        if on_deleted is not None:
+                            on_deleted(Problem("deleted", label, field, pk, name, ""), bytes_)
+                except Exception as exc:
+                    refusal = f"copied and committed, but the source could not be deleted: {exc}"
+                if refusal and refusal != _GONE:
+                    on_problem(Problem(ERROR, label, field, pk, name, refusal))
         return deleted, size
 
 
 _GONE = "gone"
+
+
+def _links_first(src: Endpoint, group: list[Any]) -> list[Any]:
+    """A file's names with its symlinks first: a link goes before what it names."""
+
+    def is_link(row: Any) -> bool:
+        try:
+            return src.kind == "local" and os.path.islink(src.local_path(row[3]) or "")
+        except Exception:
+            return False
+
+    return sorted(group, key=lambda row: not is_link(row))
 
 
 def _size_of(fingerprint: Any) -> int:

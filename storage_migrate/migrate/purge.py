@@ -326,6 +326,8 @@ class Purge:
             got = group.proofs[name]
             if got is None:
                 group.gone.add(name)
+                if self.quarantine is not None and not self.dry_run:
+                    self.src.finish_quarantine(name, self.quarantine)
                 continue
             fingerprint = got.fingerprint
             if group.removed and self.src.kind == "local":

@@ -257,14 +257,19 @@ class Migration(Planner, Committer):
         )
         report = self.report
         report.rows += 1
+        whole = self.only_pending and str(row.target) in report.walked_whole
         if result.outcome == COPIED:
             report.copied += 1
             report.bytes_copied += result.bytes
+            report.copied_whole += whole
         elif result.outcome == SKIPPED:
             report.skipped += 1
+            report.skipped_whole += whole
         elif result.outcome == AT_DESTINATION:
             report.at_destination += 1
         self._add_problems(result, result.problems)
+        if result.problems and result.outcome in (COPIED, SKIPPED) and not whole:
+            report.carried.extend(result.problems)  # committed: a later pending pass skips it
         if result.outcome in (COPIED, SKIPPED) and not self.dry_run:
             self._pending.append(result)
         else:
@@ -333,6 +338,11 @@ def migrate_storage(
             raise ConfigurationError("max_passes must be 1 or more")
         if until_stable and pause < 0:
             raise ConfigurationError("pause must be 0 or more seconds")
+        if until_stable and limit is not None:
+            raise ConfigurationError(
+                "--until-stable repeats passes until one copies nothing: drop --limit (or run "
+                "--pending --limit N passes by hand)."
+            )
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         if limit is not None and limit < 0:
             raise ConfigurationError("limit must be 0 or more")
@@ -399,11 +409,20 @@ def _until_stable(
                 _absorb(partial, earlier, stable=None)
             raise
         if last.copied == 0 or len(earlier) + 1 >= max_passes:
-            _absorb(last, earlier, stable=last.copied == 0)
+            # One pass alone that copied something shows nothing either way.
+            stable = True if last.copied == 0 else (False if earlier else None)
+            _absorb(last, earlier, stable=stable)
             return last
         earlier.append(last)
         log.info("pass %d copied %d files; another in %.1f s", len(earlier), last.copied, pause)
-        stopping.sleep(pause)
+        try:
+            stopping.sleep(pause)
+        except KeyboardInterrupt as exc:  # between two passes: the report of those done
+            done = earlier.pop()
+            _absorb(done, earlier, stable=None)
+            done.interrupted = True
+            exc.report = done  # type: ignore[attr-defined]
+            raise
 
 
 def _absorb(last: MigrationReport, earlier: list[MigrationReport], *, stable: bool | None) -> None:
@@ -412,10 +431,14 @@ def _absorb(last: MigrationReport, earlier: list[MigrationReport], *, stable: bo
     last.passes = [p.pass_totals() for p in [*earlier, last]]
     last.stable = stable
     for report in earlier:
-        last.rows += report.copied + report.skipped
+        # Rows of models walked whole are all in the last pass (those an earlier pass copied
+        # are skipped there): only the others are added.
+        last.rows += report.copied + report.skipped - report.copied_whole - report.skipped_whole
         last.copied += report.copied
-        last.skipped += report.skipped
+        last.skipped += report.skipped - report.skipped_whole - report.copied_whole
         last.bytes_copied += report.bytes_copied
+        last.problems.extend(report.carried)  # rows committed with a problem, not walked again
+        report.carried.close()
         report.close()
     if earlier:
         last.started_at = earlier[0].started_at

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .base import SUMMARY, TEXT_PER_KIND, Report, _kinds_in_order, _more, format_bytes, plural, rate
-from .problems import EXIT_OK, EXIT_PROBLEMS, MIGRATION_PROBLEMS
+from .problems import EXIT_OK, EXIT_PROBLEMS, MIGRATION_PROBLEMS, ProblemLog
 
 
 @dataclass
@@ -36,6 +36,11 @@ class MigrationReport(Report):
     # asked, or interrupted).
     passes: list[dict[str, Any]] = field(default_factory=list)
     stable: bool | None = None
+    # For --until-stable's totals (not in the report): rows of models walked whole, which every
+    # pass walks again, and the problems of rows committed with one, which no later pass walks.
+    copied_whole: int = field(default=0, repr=False)
+    skipped_whole: int = field(default=0, repr=False)
+    carried: ProblemLog = field(default_factory=ProblemLog, repr=False)
 
     @property
     def failed(self) -> int:
