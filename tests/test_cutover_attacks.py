@@ -23,6 +23,7 @@ from storage_migrate import migrate_storage, stopping
 from storage_migrate.errors import ConfigurationError
 from tests.conftest import reset_storages
 from tests.helpers import make, s3_bytes, s3_keys
+from tests.test_catch_up import _arriving
 from tests.test_purge_attacks import (
     _patch_client,
     md5,
@@ -30,7 +31,7 @@ from tests.test_purge_attacks import (
     on_disk,
     purge,
     purge_the_bucket,
-    replace_file,
+    replaced_before_the_rename,
     way_back,
 )
 from tests.testapp.models import Attachment
@@ -76,14 +77,7 @@ def test_a_racing_upload_put_back_where_links_are_refused_keeps_its_name(
 ) -> None:
     (row,) = migrated(1)
     path = media_root / str(row.file.name)
-    real_rename = os.rename
-
-    def replaced_then_renamed(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if str(dst).endswith(".removing"):
-            replace_file(path, b"a new upload, nowhere else")
-        real_rename(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", replaced_then_renamed)
+    replaced_before_the_rename(monkeypatch, path)
     monkeypatch.setattr(os, "link", no_links(errno.EPERM))
 
     report = purge()
@@ -244,20 +238,6 @@ def test_a_walked_row_reaching_a_file_through_dotdot_keeps_it(
 
 
 # --- --until-stable's report ----------------------------------------------------------------------
-
-
-def _arriving(monkeypatch: pytest.MonkeyPatch, pauses_with_new_files: int) -> list[float]:
-    import storage_migrate.stopping
-
-    pauses: list[float] = []
-
-    def pause(seconds: float) -> None:
-        pauses.append(seconds)
-        if len(pauses) <= pauses_with_new_files:
-            make(f"late {len(pauses)}.txt", b"written by an old process %d" % len(pauses))
-
-    monkeypatch.setattr(storage_migrate.stopping, "sleep", pause)
-    return pauses
 
 
 def test_until_stable_keeps_the_problems_of_rows_copied_in_an_earlier_pass(

@@ -203,6 +203,22 @@ def test_min_age_keeps_copies_younger_than_it(s3_bucket: str, media_root: Path) 
     assert purge(min_age=0).purged == 2
 
 
+def test_min_age_lets_copies_older_than_it_go(s3_bucket: str, media_root: Path) -> None:
+    """The age is the S3 object's own (its LastModified): one a second and more old goes,
+    one written again just now stays."""
+    import time
+
+    rows = migrated(2)
+    time.sleep(1.2)
+    fresh = str(rows[0].file.name)
+    s3_client().put_object(Bucket=s3_bucket, Key=fresh, Body=(media_root / fresh).read_bytes())
+
+    report = purge(min_age=1.0)
+
+    assert (report.purged, report.too_young, report.problems) == (1, 1, [])
+    assert on_disk(media_root) == [fresh]
+
+
 def test_quarantine_moves_the_files_and_deletes_nothing(s3_bucket: str, media_root: Path) -> None:
     rows = migrated(2)
     before = {str(r.file.name): (media_root / str(r.file.name)).read_bytes() for r in rows}

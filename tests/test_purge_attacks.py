@@ -105,6 +105,18 @@ def replace_file(path: Path, data: bytes) -> None:
     os.replace(aside, path)
 
 
+def replaced_before_the_rename(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """A new upload takes the file's name right before the purge renames it aside."""
+    real_rename = os.rename
+
+    def replaced_then_renamed(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if str(dst).endswith(".removing"):
+            replace_file(path, b"a new upload, nowhere else")
+        real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", replaced_then_renamed)
+
+
 def refused(*options: str) -> str:
     with pytest.raises(CommandError) as failed:
         call_command("purge_source", *options, "--no-progress", stdout=io.StringIO())
@@ -575,14 +587,7 @@ def test_a_new_upload_between_the_check_and_the_rename_is_put_back(
     was renamed is not what was checked, and it goes back under its name."""
     (row,) = migrated(1)
     path = media_root / str(row.file.name)
-    real_rename = os.rename
-
-    def replaced_then_renamed(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if str(dst).endswith(".removing"):
-            replace_file(path, b"a new upload, nowhere else")
-        real_rename(src, dst, *args, **kwargs)
-
-    monkeypatch.setattr(os, "rename", replaced_then_renamed)
+    replaced_before_the_rename(monkeypatch, path)
 
     report = purge()
 

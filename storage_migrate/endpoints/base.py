@@ -31,6 +31,8 @@ class ObjectInfo:
     etag_md5: str | None = None
     meta_md5: str | None = None
     encrypted: bool = False
+    # When the object was last written (POSIX seconds), where a HEAD said it.
+    modified: float | None = None
 
 
 Fingerprint = tuple[object, ...]

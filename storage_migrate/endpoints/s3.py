@@ -167,6 +167,7 @@ class S3Endpoint(Endpoint):
             not encrypted and normalize_etag(metadata.get("etag")) == etag
         )
         meta_md5 = meta if is_md5_hex(meta) and bound else None
+        stamp = head.get("LastModified")
         return ObjectInfo(
             size=int(head["ContentLength"]),
             md5=etag_md5,
@@ -176,6 +177,7 @@ class S3Endpoint(Endpoint):
             etag_md5=etag_md5,
             meta_md5=meta_md5,
             encrypted=encrypted,
+            modified=stamp.timestamp() if isinstance(stamp, datetime) else None,
         )
 
     def _listed(self, entry: Any) -> ObjectInfo:
@@ -340,7 +342,8 @@ class S3Endpoint(Endpoint):
         self, name: str, fingerprint: Fingerprint, quarantine: str | None = None
     ) -> str | None:
         """Delete the object only while its ETag is the one proven (If-Match, where the store
-        honours it; one that refuses the header gets a plain delete, right after the check).
+        honours it; one that refuses the header gets a plain delete, right after delete_source
+        checked the fingerprint).
         With a quarantine, the object is first copied there server-side (pinned to that ETag,
         never over another object) and the copy proven to hold the same bytes; a copy left by
         an interrupted run is proven and kept."""
@@ -349,12 +352,13 @@ class S3Endpoint(Endpoint):
         from .proof import same_bytes
 
         size, etag = fingerprint
-        source = self.stat(name)
-        if source is None:
-            return "gone"
-        if (source.size, source.etag) != (size, etag):
-            return "source changed after it was copied; it was not deleted (run again)"
         if quarantine is not None:
+            # The copy needs the source as it is: the delete alone is pinned by If-Match.
+            source = self.stat(name)
+            if source is None:
+                return "gone"
+            if (source.size, source.etag) != (size, etag):
+                return "source changed after it was copied; it was not deleted (run again)"
             target = f"{quarantine}/{name}"
             moved = self.stat(target)
             if moved is None:

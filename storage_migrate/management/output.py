@@ -55,10 +55,13 @@ def problem_lines(report: Report) -> Iterable[tuple[str, str]]:
 
 
 def show_migration(
-    command: BaseCommand, report: MigrationReport, path: Path | None, options: dict[str, Any]
+    command: BaseCommand,
+    report: MigrationReport | PurgeReport,
+    path: Path | None,
+    options: dict[str, Any],
 ) -> None:
     """Write --report and print the summary: of the whole run, or of an interrupted one (also
-    when the report could not be written)."""
+    when the report could not be written). purge_source's report too."""
     written = None
     try:
         if path is not None:
@@ -105,24 +108,6 @@ def deletion_line(command: BaseCommand, options: dict[str, Any]) -> Callable[[Pr
 
 
 # --- purge_source -----------------------------------------------------------------------------
-
-
-def show_purge(
-    command: BaseCommand, report: PurgeReport, path: Path | None, options: dict[str, Any]
-) -> None:
-    """Write --report and print the summary, as migrate_storage does."""
-    written = None
-    try:
-        if path is not None:
-            write_report(path, report.write_json)
-            written = str(path)
-    finally:
-        if options["format"] == "json":
-            command.stdout.write(report.to_json())
-        elif int(options["verbosity"]) >= 1:
-            print_lines(command, options, report, report.text_lines(report=written))
-        else:
-            print_lines(command, options, report, problem_lines(report))
 
 
 def purge_error(message: str, path: Path | None, options: dict[str, Any]) -> None:

@@ -136,33 +136,20 @@ class DeletionLedger:
         self.db.execute("INSERT OR IGNORE INTO taint VALUES (?)", (_dump(ident),))
 
     def add(self, result: RowResult, ident: tuple[Any, ...], proof: list[Any] | None) -> None:
-        row = result.row
-        self.db.execute(
-            "INSERT INTO cand VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                _dump(ident),
-                row.target.label,
-                row.target.field_name,
-                _dump(row.pk),
-                row.name,
-                _dump(result.fingerprint),
-                _dump(proof),
-            ),
-        )
+        self._insert(result.row, ident, result.fingerprint, proof)
 
     def add_row(self, row: Row, ident: tuple[Any, ...], checksum: str | None) -> None:
         """purge_source's candidate: a row that qualifies, with its stored checksum (its file's
         fingerprint and proof are taken at the moment of deletion)."""
+        self._insert(row, ident, None, checksum)
+
+    def _insert(self, row: Row, ident: tuple[Any, ...], fingerprint: Any, proof: Any) -> None:
+        target = row.target
         self.db.execute(
             "INSERT INTO cand VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                _dump(ident),
-                row.target.label,
-                row.target.field_name,
-                _dump(row.pk),
-                row.name,
-                _dump(None),
-                _dump(checksum),
+                *(_dump(ident), target.label, target.field_name, _dump(row.pk), row.name),
+                *(_dump(fingerprint), _dump(proof)),
             ),
         )
 
@@ -189,7 +176,12 @@ class DeletionLedger:
         if group:
             yield group
 
-    def _block_shared(self, src: Endpoint, targets: list[Target]) -> None:
+    def _block_shared(
+        self,
+        src: Endpoint,
+        targets: list[Target],
+        others: list[tuple[Target, Endpoint]] | None = None,
+    ) -> None:
         """Taint every source that a row refers to by name and that is not among the rows
         committed clean in this run: a row of a walked field that was not walked (created
         during the run) or whose problem came after the file's other rows were committed, and
@@ -197,7 +189,7 @@ class DeletionLedger:
         Rows of walked fields that share a file under another name were walked too (whole
         tables are walked) and tainted it by identity; rows of the other fields taint what
         they refer to by identity."""
-        for target, endpoint in _other_fields(src, targets):
+        for target, endpoint in _other_fields(src, targets) if others is None else others:
             self._taint_referred(target, endpoint)
         names = self.db.cursor()
         names.execute("SELECT DISTINCT name FROM cand ORDER BY name")

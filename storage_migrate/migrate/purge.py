@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
@@ -70,26 +69,9 @@ def parse_duration(text: str) -> float:
 def stat_with_time(endpoint: Endpoint, name: str) -> tuple[ObjectInfo | None, float | None]:
     """What the endpoint holds under the name and when it was last written (POSIX seconds), in
     one request to S3; (None, None) when it holds nothing."""
-    if endpoint.kind == "s3":
-        from botocore.exceptions import ClientError
-
-        from ..endpoints.s3 import S3Endpoint
-
-        assert isinstance(endpoint, S3Endpoint)
-        try:
-            head = endpoint.client.head_object(
-                Bucket=endpoint.bucket, Key=endpoint.key(name), **endpoint.read_params
-            )
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404 or exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                return None, None
-            raise
-        stamp: datetime = head["LastModified"]
-        return endpoint.info_from_head(head), stamp.timestamp()
     info = endpoint.stat(name)
-    if info is None:
-        return None, None
+    if info is None or endpoint.kind == "s3":
+        return info, None if info is None else info.modified
     try:
         st = os.stat(endpoint.local_path(name) or "")
     except (OSError, ValueError, UnsafeName):
@@ -144,10 +126,9 @@ class Purge:
                         stopping.check()
                         self._walk(row)
             self._purge()
-        except (KeyboardInterrupt, Exception) as exc:
-            if isinstance(exc, KeyboardInterrupt):
-                self.report.interrupted = True
-                exc.report = self.report  # type: ignore[attr-defined]
+        except KeyboardInterrupt as exc:
+            self.report.interrupted = True
+            exc.report = self.report  # type: ignore[attr-defined]
             raise
         finally:
             self.ledger.close()
@@ -202,8 +183,8 @@ class Purge:
         """Every file whose rows all qualify: ``batch_size`` files at a time, proven now on the
         workers, the rows that refer to them read again, then deleted (or moved)."""
         ledger = self.ledger
-        ledger._block_shared(self.src, self.targets)
         self._others = _other_fields(self.src, self.targets)
+        ledger._block_shared(self.src, self.targets, self._others)
         if self.on_start is not None:
             self.on_start(ledger.count_candidates())
         with ThreadPoolExecutor(self.workers, thread_name_prefix="storage-purge") as pool:

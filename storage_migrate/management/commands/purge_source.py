@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...migrate.purge import parse_duration, purge_source
 from ...report.problems import EXIT_PROBLEMS
 from ..commandline import ExitTwoOnBadOptions, check_writable, positive_int, run_with_progress
-from ..output import purge_error, show_purge
+from ..output import purge_error, show_migration
 
 
 def duration(value: str) -> float:
@@ -107,10 +107,10 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             quarantine=options["quarantine"],
             batch_size=options["batch_size"],
             workers=options["workers"],
-            on_interrupt=lambda partial: show_purge(self, partial, report_path, options),
+            on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
             on_config_error=lambda message: purge_error(message, report_path, options),
         )
-        show_purge(self, report, report_path, options)
+        show_migration(self, report, report_path, options)
         if report.exit_code:
             where = f"; the report has all of them: {report_path}" if report_path else ""
             raise CommandError(
