@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import types
 from pathlib import Path
 from typing import Any
 
@@ -203,17 +204,29 @@ def test_min_age_keeps_copies_younger_than_it(s3_bucket: str, media_root: Path) 
     assert purge(min_age=0).purged == 2
 
 
-def test_min_age_lets_copies_older_than_it_go(s3_bucket: str, media_root: Path) -> None:
-    """The age is the S3 object's own (its LastModified): one a second and more old goes,
-    one written again just now stays."""
+def test_min_age_lets_copies_older_than_it_go(
+    s3_bucket: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The age is the S3 object's own (its LastModified): an older copy goes, one written again
+    later stays. S3 gives LastModified in whole seconds, so the clock is set from the two
+    objects' own times rather than from a sleep."""
     import time
 
+    from storage_migrate.migrate import purge as purge_module
+
     rows = migrated(2)
-    time.sleep(1.2)
-    fresh = str(rows[0].file.name)
+    time.sleep(1.2)  # the rewrite's LastModified is a later second than the copy's
+    fresh, old = str(rows[0].file.name), str(rows[1].file.name)
     s3_client().put_object(Bucket=s3_bucket, Key=fresh, Body=(media_root / fresh).read_bytes())
 
-    report = purge(min_age=1.0)
+    def modified(key: str) -> float:
+        return s3_client().head_object(Bucket=s3_bucket, Key=key)["LastModified"].timestamp()
+
+    fresh_at, old_at = modified(fresh), modified(old)
+    assert fresh_at - old_at >= 1
+    monkeypatch.setattr(purge_module, "time", types.SimpleNamespace(time=lambda: fresh_at + 0.5))
+
+    report = purge(min_age=fresh_at - old_at)
 
     assert (report.purged, report.too_young, report.problems) == (1, 1, [])
     assert on_disk(media_root) == [fresh]
