@@ -23,7 +23,6 @@ import os
 import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from bench.countproxy import counting_proxy  # noqa: E402
-from storage_migrate.testing import free_port, moto_server, s3_client  # noqa: E402
+from storage_migrate.testing import moto_server, rclone_s3_server, s3_client  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -315,34 +314,8 @@ def server(kind: str) -> Iterator[str]:
         with moto_server() as endpoint:
             yield endpoint
         return
-    port = free_port()
-    data = tempfile.mkdtemp(prefix="bench-rclone-")
-    process = subprocess.Popen(
-        [
-            str(BIN / "rclone"),
-            "serve",
-            "s3",
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            "testing,testing",
-            data,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
-        shutil.rmtree(data, ignore_errors=True)
+    with rclone_s3_server() as endpoint:
+        yield endpoint
 
 
 def rotated(items: Sequence[T], by: int) -> list[T]:

@@ -1,5 +1,8 @@
 """Fixtures: a temporary MEDIA_ROOT for every test, moto buckets (in-process and over HTTP), and a
-way to run manage.py as a subprocess against the test database."""
+way to run manage.py as a subprocess against the test database.
+
+End-to-end tests marked with ``BOTH_SERVERS`` run twice: against moto's HTTP server and against
+`rclone serve s3`, an independent S3 implementation (``s3_endpoint`` is the one of the round)."""
 
 from __future__ import annotations
 
@@ -18,11 +21,14 @@ from django.core.files.storage import Storage, storages
 from django.db import connection
 from moto import mock_aws
 
-from storage_migrate.testing import moto_server, s3_client
+from storage_migrate.testing import moto_server, rclone_s3_server, s3_client
 from tests.settings import TEST_ENV
 
 REPO = Path(__file__).resolve().parent.parent
 MANAGE = REPO / "sample_project" / "manage.py"
+SERVERS = ("moto", "rclone")
+# pytestmark = BOTH_SERVERS: every test of the module, once per S3 server.
+BOTH_SERVERS = pytest.mark.parametrize("s3_endpoint", SERVERS, indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -86,16 +92,37 @@ def moto_endpoint() -> Iterator[str]:
         yield endpoint
 
 
+@pytest.fixture(scope="session")
+def rclone_endpoint() -> Iterator[str]:
+    """`rclone serve s3` on loopback over a temporary folder, shared by a session's tests."""
+    with rclone_s3_server() as endpoint:
+        yield endpoint
+
+
 @pytest.fixture
-def http_bucket(moto_endpoint: str) -> str:
-    """A fresh bucket on moto's HTTP server."""
+def s3_endpoint(request: pytest.FixtureRequest) -> str:
+    """The HTTP S3 server of this test: moto's, or the one BOTH_SERVERS gives this round."""
+    kind = getattr(request, "param", "moto")
+    return str(request.getfixturevalue(f"{kind}_endpoint"))
+
+
+@pytest.fixture
+def s3_kind(request: pytest.FixtureRequest) -> str:
+    """'moto' or 'rclone': which server s3_endpoint is this round."""
+    callspec = getattr(request.node, "callspec", None)
+    return str(callspec.params.get("s3_endpoint", "moto")) if callspec else "moto"
+
+
+@pytest.fixture
+def http_bucket(s3_endpoint: str) -> str:
+    """A fresh bucket on the test's HTTP S3 server (moto's unless BOTH_SERVERS)."""
     bucket = f"e2e-{uuid.uuid4().hex[:12]}"
-    s3_client(moto_endpoint).create_bucket(Bucket=bucket)
+    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
     return bucket
 
 
 @pytest.fixture
-def through_proxy(moto_endpoint: str, http_bucket: str, settings: Any) -> Iterator[Any]:
+def through_proxy(s3_endpoint: str, http_bucket: str, settings: Any) -> Iterator[Any]:
     """Point the `s3` alias at a fresh bucket on moto's HTTP server through tests/faults.py's
     proxy, started with the given behaviour (``through_proxy(flip_gets=True)``)."""
     from tests.faults import faulty_proxy
@@ -103,7 +130,7 @@ def through_proxy(moto_endpoint: str, http_bucket: str, settings: Any) -> Iterat
     opened: list[Any] = []
 
     def start(**behaviour: Any) -> Any:
-        context = faulty_proxy(moto_endpoint, rate=0.0, **behaviour)
+        context = faulty_proxy(s3_endpoint, rate=0.0, **behaviour)
         proxy = context.__enter__()
         settings.AWS_STORAGE_BUCKET_NAME = http_bucket
         settings.AWS_S3_ENDPOINT_URL = proxy.url
@@ -178,17 +205,17 @@ class ManagePy:
 
 @pytest.fixture
 def manage_py(
-    transactional_db: None, media_root: Path, moto_endpoint: str, http_bucket: str
+    transactional_db: None, media_root: Path, s3_endpoint: str, http_bucket: str
 ) -> ManagePy:
     """manage.py against the test database (committed rows are visible), this test's MEDIA_ROOT
-    and a fresh bucket on moto's HTTP server."""
+    and a fresh bucket on the test's HTTP S3 server."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))},
         **TEST_ENV,
         "DJANGO_SETTINGS_MODULE": "shams_vision.settings",
         "DATABASE_URL": database_url(),
         "MEDIA_ROOT": str(media_root),
-        "AWS_S3_ENDPOINT_URL": moto_endpoint,
+        "AWS_S3_ENDPOINT_URL": s3_endpoint,
         "AWS_STORAGE_BUCKET_NAME": http_bucket,
         # Multipart from 16 MiB, so that end-to-end tests exercise it with small files.
         "STORAGE_MIGRATE_MULTIPART_THRESHOLD": str(16 * 1024 * 1024),

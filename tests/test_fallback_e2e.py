@@ -21,9 +21,9 @@ from django.test import Client
 from core.models import FileManager
 from storage_migrate.storage import file_url
 from storage_migrate.testing import s3_client
-from tests.conftest import ManagePy, reset_storages
+from tests.conftest import BOTH_SERVERS, ManagePy, reset_storages
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, BOTH_SERVERS]
 
 
 def admin_links(client: Client) -> list[str]:
@@ -39,7 +39,7 @@ def every_file_is_served(rows: list[FileManager]) -> None:
 
 def test_every_file_is_served_during_a_half_finished_move(
     manage_py: ManagePy,
-    moto_endpoint: str,
+    s3_endpoint: str,
     http_bucket: str,
     media_root: Path,
     settings: Any,
@@ -50,7 +50,7 @@ def test_every_file_is_served_during_a_half_finished_move(
         for i in range(6)
     ]
     settings.AWS_STORAGE_BUCKET_NAME = http_bucket
-    settings.AWS_S3_ENDPOINT_URL = moto_endpoint
+    settings.AWS_S3_ENDPOINT_URL = s3_endpoint
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
@@ -66,7 +66,7 @@ def test_every_file_is_served_during_a_half_finished_move(
     every_file_is_served(rows)  # 3 from S3, 3 from disk
 
     links = admin_links(admin_client)
-    remote = [u for u in links if u.startswith(f"{moto_endpoint}/{http_bucket}/")]
+    remote = [u for u in links if u.startswith(f"{s3_endpoint}/{http_bucket}/")]
     local = [u for u in links if u.startswith("/media/")]
     assert (len(remote), len(local)) == (3, 3), links
     assert all((media_root / unquote(u.removeprefix("/media/"))).is_file() for u in local)
@@ -82,7 +82,7 @@ def test_every_file_is_served_during_a_half_finished_move(
     assert added.status_code == 302
     new = FileManager.objects.get(file_name="during the move.txt")
     assert not (media_root / new.file.name).exists()
-    body = s3_client(moto_endpoint).get_object(Bucket=http_bucket, Key=new.file.name)["Body"]
+    body = s3_client(s3_endpoint).get_object(Bucket=http_bucket, Key=new.file.name)["Body"]
     assert body.read() == b"uploaded mid-move"
 
     moved_row = FileManager.objects.filter(pk__in=[r.pk for r in rows]).exclude(bucket="")[0]
@@ -91,8 +91,8 @@ def test_every_file_is_served_during_a_half_finished_move(
     moved_row.file.delete(save=False)  # the site deletes a file that exists in both places
     assert not (media_root / name).exists()
     assert not default_storage.exists(name)
-    listing = s3_client(moto_endpoint).list_objects_v2(Bucket=http_bucket, Prefix=name)
-    assert listing["KeyCount"] == 0
+    listing = s3_client(s3_endpoint).list_objects_v2(Bucket=http_bucket, Prefix=name)
+    assert "Contents" not in listing  # (rclone serve s3 gives no KeyCount of an empty one)
     FileManager.objects.filter(pk=moved_row.pk).delete()
     rest = [r for r in rows if r.pk != moved_row.pk]
 
@@ -100,4 +100,4 @@ def test_every_file_is_served_during_a_half_finished_move(
     assert done.returncode == 0, done.stderr
     every_file_is_served(rest)
     for row in FileManager.objects.filter(pk__in=[r.pk for r in rest]):
-        assert file_url(row).startswith(f"{moto_endpoint}/{http_bucket}/")  # from the row
+        assert file_url(row).startswith(f"{s3_endpoint}/{http_bucket}/")  # from the row

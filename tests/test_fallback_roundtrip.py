@@ -23,10 +23,10 @@ from django.test import Client
 
 from core.models import FileManager
 from storage_migrate.testing import s3_client
-from tests.conftest import ManagePy, reset_storages
+from tests.conftest import BOTH_SERVERS, ManagePy, reset_storages
 from tests.test_migrate_e2e import make_row
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, BOTH_SERVERS]
 
 OLD_FILES = {
     "holiday photo.jpg": b"\xff\xd8\xff\xe0 not really a jpeg " * 40,
@@ -51,10 +51,10 @@ def fallback(primary: str, fallback: str) -> dict[str, Any]:
     }
 
 
-def point_s3_at(settings: Any, moto_endpoint: str, http_bucket: str) -> None:
+def point_s3_at(settings: Any, s3_endpoint: str, http_bucket: str) -> None:
     """The `s3` alias of this process at the bucket that the manage.py subprocesses use."""
     settings.AWS_STORAGE_BUCKET_NAME = http_bucket
-    settings.AWS_S3_ENDPOINT_URL = moto_endpoint
+    settings.AWS_S3_ENDPOINT_URL = s3_endpoint
     reset_storages()
 
 
@@ -67,7 +67,7 @@ def every_file_is_served(written: dict[int, bytes]) -> None:
             assert md5(f.read()) == md5(written[row.pk]), row.file.name
 
 
-def admin_links(client: Client, moto_endpoint: str, http_bucket: str) -> dict[str, str]:
+def admin_links(client: Client, s3_endpoint: str, http_bucket: str) -> dict[str, str]:
     """The admin list page's file links, by the name each one serves: /media/<name> on disk,
     <endpoint>/<bucket>/<key>?<signature> in the bucket."""
     response = client.get("/admin/core/filemanager/")
@@ -77,7 +77,7 @@ def admin_links(client: Client, moto_endpoint: str, http_bucket: str) -> dict[st
     for url in (html.unescape(u) for u in re.findall(r'<a href="([^"]+)">', page)):
         if url.startswith("/media/"):
             name = unquote(url.removeprefix("/media/"))
-        elif url.startswith(f"{moto_endpoint}/{http_bucket}/"):
+        elif url.startswith(f"{s3_endpoint}/{http_bucket}/"):
             name = unquote(urlsplit(url).path.removeprefix(f"/{http_bucket}/"))
         else:
             continue
@@ -99,10 +99,10 @@ def every_link_is_served(
     client: Client,
     written: dict[int, bytes],
     media_root: Path,
-    moto_endpoint: str,
+    s3_endpoint: str,
     http_bucket: str,
 ) -> dict[str, str]:
-    links = admin_links(client, moto_endpoint, http_bucket)
+    links = admin_links(client, s3_endpoint, http_bucket)
     names = {str(r.file.name): r.pk for r in FileManager.objects.filter(pk__in=written)}
     assert sorted(links) == sorted(names), links
     for name, url in links.items():
@@ -110,8 +110,8 @@ def every_link_is_served(
     return links
 
 
-def bucket_objects(moto_endpoint: str, http_bucket: str) -> dict[str, bytes]:
-    s3 = s3_client(moto_endpoint)
+def bucket_objects(s3_endpoint: str, http_bucket: str) -> dict[str, bytes]:
+    s3 = s3_client(s3_endpoint)
     listing = s3.list_objects_v2(Bucket=http_bucket)
     return {
         o["Key"]: bytes(s3.get_object(Bucket=http_bucket, Key=o["Key"])["Body"].read())
@@ -123,12 +123,12 @@ def move_to_s3(
     manage_py: ManagePy,
     settings: Any,
     media_root: Path,
-    moto_endpoint: str,
+    s3_endpoint: str,
     http_bucket: str,
 ) -> dict[int, bytes]:
     """Old rows on disk, the site switched to FallbackStorage(s3, local), everything moved."""
     written = {make_row(media_root, name, data).pk: data for name, data in OLD_FILES.items()}
-    point_s3_at(settings, moto_endpoint, http_bucket)
+    point_s3_at(settings, s3_endpoint, http_bucket)
     use_default(settings, fallback("s3", "local"))
     every_file_is_served(written)
 
@@ -141,7 +141,7 @@ def move_to_s3(
 
 
 def upload_after_the_switch(
-    admin_client: Client, media_root: Path, moto_endpoint: str, http_bucket: str
+    admin_client: Client, media_root: Path, s3_endpoint: str, http_bucket: str
 ) -> dict[int, bytes]:
     """Two uploads through the site while it serves from S3 first: both land in the bucket only."""
     data = b"uploaded through the admin after the switch\n" * 20
@@ -156,7 +156,7 @@ def upload_after_the_switch(
         file=ContentFile(b"saved by the site's code in S3\n" * 15, name="report 2026.csv")
     )
     new = {by_admin.pk: data, by_code.pk: b"saved by the site's code in S3\n" * 15}
-    objects = bucket_objects(moto_endpoint, http_bucket)
+    objects = bucket_objects(s3_endpoint, http_bucket)
     for row in FileManager.objects.filter(pk__in=new):
         name = str(row.file.name)
         assert not (media_root / name).exists(), name
@@ -168,23 +168,23 @@ def upload_after_the_switch(
 
 def test_the_way_back_serves_every_file_and_ends_with_every_row_on_disk(
     manage_py: ManagePy,
-    moto_endpoint: str,
+    s3_endpoint: str,
     http_bucket: str,
     media_root: Path,
     settings: Any,
     admin_client: Client,
 ) -> None:
-    written = move_to_s3(manage_py, settings, media_root, moto_endpoint, http_bucket)
-    written |= upload_after_the_switch(admin_client, media_root, moto_endpoint, http_bucket)
+    written = move_to_s3(manage_py, settings, media_root, s3_endpoint, http_bucket)
+    written |= upload_after_the_switch(admin_client, media_root, s3_endpoint, http_bucket)
     every_file_is_served(written)
-    every_link_is_served(admin_client, written, media_root, moto_endpoint, http_bucket)
-    in_bucket = bucket_objects(moto_endpoint, http_bucket)
+    every_link_is_served(admin_client, written, media_root, s3_endpoint, http_bucket)
+    in_bucket = bucket_objects(s3_endpoint, http_bucket)
     assert len(in_bucket) == len(written) == 5
 
     # The way back: disk first, then the bucket.
     use_default(settings, fallback("local", "s3"))
     every_file_is_served(written)
-    every_link_is_served(admin_client, written, media_root, moto_endpoint, http_bucket)
+    every_link_is_served(admin_client, written, media_root, s3_endpoint, http_bucket)
 
     # Rows are walked in primary-key order: the three old ones (still on disk), then the first
     # upload made after the switch; the last upload stays in the bucket only.
@@ -197,8 +197,8 @@ def test_the_way_back_serves_every_file_and_ends_with_every_row_on_disk(
     assert (media_root / str(back[-1].file.name)).read_bytes() == written[back[-1].pk]
     assert not (media_root / str(waiting.file.name)).exists()
     every_file_is_served(written)
-    links = every_link_is_served(admin_client, written, media_root, moto_endpoint, http_bucket)
-    assert links[str(waiting.file.name)].startswith(f"{moto_endpoint}/{http_bucket}/")
+    links = every_link_is_served(admin_client, written, media_root, s3_endpoint, http_bucket)
+    assert links[str(waiting.file.name)].startswith(f"{s3_endpoint}/{http_bucket}/")
 
     # An upload in the middle of the way back goes to the disk, and records it.
     during = FileManager.objects.create(
@@ -222,8 +222,8 @@ def test_the_way_back_serves_every_file_and_ends_with_every_row_on_disk(
         assert row.file_size == len(written[row.pk]), name
     assert not [p for p in media_root.rglob("*") if ".partial" in p.name]
     every_file_is_served(written)
-    every_link_is_served(admin_client, written, media_root, moto_endpoint, http_bucket)
-    assert bucket_objects(moto_endpoint, http_bucket) == in_bucket  # nothing deleted
+    every_link_is_served(admin_client, written, media_root, s3_endpoint, http_bucket)
+    assert bucket_objects(s3_endpoint, http_bucket) == in_bucket  # nothing deleted
 
     verified = manage_py("verify_files", "--storage", "local", "--no-progress")
     assert verified.returncode == 0, verified.stdout + verified.stderr
@@ -231,13 +231,13 @@ def test_the_way_back_serves_every_file_and_ends_with_every_row_on_disk(
     # Plain local disk again: every link is a /media/ one, and every file is there.
     use_default(settings, settings.STORAGES["local"])
     every_file_is_served(written)
-    links = every_link_is_served(admin_client, written, media_root, moto_endpoint, http_bucket)
+    links = every_link_is_served(admin_client, written, media_root, s3_endpoint, http_bucket)
     assert all(url.startswith("/media/") for url in links.values()), links
 
 
 def test_a_foreign_object_in_place_of_an_upload_is_reported_and_its_record_kept(
     manage_py: ManagePy,
-    moto_endpoint: str,
+    s3_endpoint: str,
     http_bucket: str,
     media_root: Path,
     settings: Any,
@@ -246,13 +246,13 @@ def test_a_foreign_object_in_place_of_an_upload_is_reported_and_its_record_kept(
     """Someone replaced the S3 object of a file uploaded after the switch (its only copy):
     the way back copies the bytes as they are, faithfully, but says they are not the row's
     file (exit 1, the row named), keeps the row's checksum and size, and deletes nothing."""
-    written = move_to_s3(manage_py, settings, media_root, moto_endpoint, http_bucket)
-    new = upload_after_the_switch(admin_client, media_root, moto_endpoint, http_bucket)
+    written = move_to_s3(manage_py, settings, media_root, s3_endpoint, http_bucket)
+    new = upload_after_the_switch(admin_client, media_root, s3_endpoint, http_bucket)
     victim = FileManager.objects.get(file_name="après le switch.txt")
     recorded = (victim.checksum, victim.file_size)
     foreign = b"someone else's bytes, same length?\n" * 30
     assert md5(foreign) != victim.checksum and len(foreign) != victim.file_size
-    s3_client(moto_endpoint).put_object(Bucket=http_bucket, Key=victim.object_key, Body=foreign)
+    s3_client(s3_endpoint).put_object(Bucket=http_bucket, Key=victim.object_key, Body=foreign)
     use_default(settings, fallback("local", "s3"))
 
     back = manage_py("migrate_storage", "--to", "local", "--no-progress", "--format", "json")
@@ -270,7 +270,7 @@ def test_a_foreign_object_in_place_of_an_upload_is_reported_and_its_record_kept(
         == (md5(new[victim.pk]), len(new[victim.pk]))
     )
     assert (media_root / str(victim.file.name)).read_bytes() == foreign  # as it was, no more
-    kept = s3_client(moto_endpoint).get_object(Bucket=http_bucket, Key=str(victim.file.name))
+    kept = s3_client(s3_endpoint).get_object(Bucket=http_bucket, Key=str(victim.file.name))
     assert kept["Body"].read() == foreign  # nothing deleted
     # The other rows were moved back, with the bytes written for them.
     for row in FileManager.objects.filter(pk__in=[*written, *new]).exclude(pk=victim.pk):
@@ -282,7 +282,7 @@ def test_a_foreign_object_in_place_of_an_upload_is_reported_and_its_record_kept(
 
 def test_purge_days_later_deletes_only_proven_copies_and_the_site_still_serves_everything(
     manage_py: ManagePy,
-    moto_endpoint: str,
+    s3_endpoint: str,
     http_bucket: str,
     media_root: Path,
     settings: Any,
@@ -291,12 +291,12 @@ def test_purge_days_later_deletes_only_proven_copies_and_the_site_still_serves_e
     """The runbook's last steps as manage.py subprocesses against moto's HTTP server: a dry run
     lists, --min-age 7d keeps the fresh copies, the purge deletes the disk copies (a row not
     migrated yet keeps its file, exit 1) and the site serves every file from S3 alone."""
-    written = move_to_s3(manage_py, settings, media_root, moto_endpoint, http_bucket)
-    new = upload_after_the_switch(admin_client, media_root, moto_endpoint, http_bucket)
+    written = move_to_s3(manage_py, settings, media_root, s3_endpoint, http_bucket)
+    new = upload_after_the_switch(admin_client, media_root, s3_endpoint, http_bucket)
     # A process of the old release, still running, wrote to disk after the move.
     (media_root / "file_manager" / "late upload.txt").write_bytes(b"an old process wrote this")
     late = FileManager.objects.create(file="file_manager/late upload.txt")
-    in_bucket = bucket_objects(moto_endpoint, http_bucket)
+    in_bucket = bucket_objects(s3_endpoint, http_bucket)
     purge = ("purge_source", "--from", "local", "--verified-against", "s3", "--no-progress")
 
     dry = manage_py(*purge, "--dry-run", "--format", "json")
@@ -320,7 +320,7 @@ def test_purge_days_later_deletes_only_proven_copies_and_the_site_still_serves_e
         (len(written), 0, len(new)),
     ]
     assert [p for p in media_root.rglob("*") if p.is_file()] == [media_root / str(late.file.name)]
-    assert bucket_objects(moto_endpoint, http_bucket) == in_bucket  # nothing touched there
+    assert bucket_objects(s3_endpoint, http_bucket) == in_bucket  # nothing touched there
     everything = {**written, **new}
     every_file_is_served(everything)
     use_default(settings, settings.STORAGES["s3"])

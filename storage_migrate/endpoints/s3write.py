@@ -73,6 +73,8 @@ class S3Engine:
         # As the preflight found; a store that would not answer is not trusted to honour them.
         self.conditional_writes = endpoint.conditional_writes is True
         self._no_clobber_keys: set[str] = set()
+        # Why the clean-up of a killed run's multipart leftovers was skipped, once it was.
+        self.cleanup_skipped: str | None = None
         self.native = native_put(
             endpoint.quick_client,  # not the shared one: a request is caught there
             endpoint.bucket,
@@ -131,18 +133,35 @@ class S3Engine:
     def abort_leftovers(self, key: str) -> int:
         """Abort incomplete multipart uploads of this very key begun before this run started:
         what a run killed while writing it left behind (parts are billed until aborted). An
-        upload begun since is another writer's, and is left alone. Returns how many."""
-        paginator = self.client.get_paginator("list_multipart_uploads")
+        upload begun since is another writer's, and is left alone. Returns how many.
+
+        Only a tidying: on any error (a store that answers the listing with NoSuchUpload, as
+        `rclone serve s3` does when there are none; a policy without
+        s3:ListBucketMultipartUploads) it is skipped for the rest of the run, said once in the
+        report, and the copy goes on."""
+        if self.cleanup_skipped is not None:
+            return 0
         aborted = 0
-        for page in paginator.paginate(Bucket=self.endpoint.bucket, Prefix=key):
-            for upload in page.get("Uploads", []):
-                initiated = upload.get("Initiated")
-                if upload.get("Key") != key or initiated is None or initiated >= self.started:
-                    continue
-                self.client.abort_multipart_upload(
-                    Bucket=self.endpoint.bucket, Key=key, UploadId=upload["UploadId"]
-                )
-                aborted += 1
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.endpoint.bucket, Prefix=key):
+                for upload in page.get("Uploads", []):
+                    initiated = upload.get("Initiated")
+                    if upload.get("Key") != key or initiated is None or initiated >= self.started:
+                        continue
+                    self.client.abort_multipart_upload(
+                        Bucket=self.endpoint.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        except Exception as exc:
+            with self._lock:
+                if self.cleanup_skipped is None:
+                    self.cleanup_skipped = (
+                        f"unfinished multipart uploads in bucket {self.endpoint.bucket!r} were "
+                        f"not looked for ({_why(exc)}): parts a killed run left, if any, stay "
+                        "until a lifecycle rule (AbortIncompleteMultipartUpload) or a person "
+                        "removes them"
+                    )
         return aborted
 
     def write_params(self, key: str, content_type: str | None) -> dict[str, Any]:
@@ -274,6 +293,17 @@ class S3Engine:
             return self._completed.pop(key, None)
 
 
+def _why(exc: Exception) -> str:
+    """'NoSuchUpload: ...' of a store's error answer, else the exception's own words."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        code, message = error.get("Code"), error.get("Message")
+        if code:
+            return f"{code}: {message}" if message and message != code else str(code)
+    return f"{type(exc).__name__}: {exc}"
+
+
 _ENGINE_LOCK = threading.Lock()
 
 
@@ -298,6 +328,16 @@ def conditional_writes(endpoint: Endpoint) -> bool:
     if engine is None:
         return endpoint.conditional_writes is True  # as the preflight found
     return bool(engine.conditional_writes)
+
+
+def engine_notes(*endpoints: Endpoint) -> list[str]:
+    """What the endpoints' writers skipped and the report should say (once each)."""
+    notes = []
+    for endpoint in endpoints:
+        engine = getattr(endpoint, "_engine", None)
+        if engine is not None and engine.cleanup_skipped:
+            notes.append(str(engine.cleanup_skipped))
+    return notes
 
 
 def close_engines(*endpoints: Endpoint) -> None:

@@ -21,7 +21,7 @@ from ..conf import Conf, get_conf
 from ..database import check_database
 from ..endpoints.base import Endpoint
 from ..endpoints.factory import endpoint_for
-from ..endpoints.s3write import close_engines, native_engine
+from ..endpoints.s3write import close_engines, engine_notes, native_engine
 from ..errors import ConfigurationError, DatabaseLost
 from ..log import log
 from ..report.migration import MigrationReport
@@ -201,6 +201,7 @@ class Migration(Planner, Committer):
             raise
         finally:
             self._pool.shutdown(wait=True)
+            self.report.notes.extend(engine_notes(self.dst))
             close_engines(self.src, self.dst)
             if self.ledger is not None:
                 self.ledger.close()
@@ -440,5 +441,7 @@ def _absorb(last: MigrationReport, earlier: list[MigrationReport], *, stable: bo
         last.problems.extend(report.carried)  # rows committed with a problem, not walked again
         report.carried.close()
         report.close()
+    notes = [n for report in [*earlier, last] for n in report.notes]
+    last.notes = list(dict.fromkeys(notes))
     if earlier:
         last.started_at = earlier[0].started_at

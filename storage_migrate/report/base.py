@@ -81,6 +81,9 @@ class Report:
     error: str | None = None
     # Stopped by Ctrl-C, SIGTERM or a lost database: the report says what happened until then.
     interrupted: bool = False
+    # What the run skipped or could not do without it being a row's problem (a tidying step a
+    # store refused): said once, never a change of the exit status.
+    notes: list[str] = field(default_factory=list)
 
     def header(self) -> dict[str, Any]:
         """What the run was asked to do (keys between `command` and `started_at`)."""
@@ -109,6 +112,7 @@ class Report:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             **({"error": self.error} if self.error is not None else {}),
+            **({"notes": self.notes} if self.notes else {}),
             "totals": self.totals,
         }
 

@@ -143,6 +143,7 @@ class MigrationReport(Report):
                     "running?): run the same command again once the deploy is over."
                 ),
             )
+        yield from ((SUMMARY, f"  Note: {note}.") for note in self.notes)
         counts = self.problems.counts()
         for kind in _kinds_in_order(counts, MIGRATION_PROBLEMS):
             yield from ((kind, p.line()) for p in self.first_of_kind(kind, limit))
