@@ -20,11 +20,16 @@ install: $(STAMP) ## A .venv with everything, the package installed editable.
 demo: $(STAMP) ## The sample site on an embedded S3 server (moto), end to end.
 	$(PY) sample_project/demo.py
 
-test: $(STAMP) ## The whole test suite (DATABASE_URL=postgres://... runs it on PostgreSQL).
+# The Wagtail site's tests run apart: they need its settings (one settings module a process).
+WAGTAIL_TESTS := tests/wagtail_site --ds tests.wagtail_site.settings
+
+test: $(STAMP) ## The whole test suite, the Wagtail site's too (DATABASE_URL=postgres://... runs it on PostgreSQL).
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(WAGTAIL_TESTS) $(PYTEST_ARGS)
 
 test-fast: $(STAMP) ## The suite without the slow end-to-end tests.
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(WAGTAIL_TESTS) $(PYTEST_ARGS)
 
 matrix: $(STAMP) ## test-fast on Python 3.11 + Django 5.2, 3.12 + 6.0, 3.13 + the newest (nox).
 	$(VENV)/bin/nox $(NOX_ARGS)

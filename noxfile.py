@@ -43,7 +43,7 @@ def _tests(session: nox.Session, django: str) -> None:
     pin = "Django" if django == "newest" else f"Django~={django}.0"
     # As `make install` does: the SPDX license string needs setuptools 77 or later.
     session.install("--upgrade", "pip", "setuptools>=77", "wheel")
-    session.install("-e", ".[test]", pin)
+    session.install("-e", ".[test,wagtail]", pin)
     session.run("python", "-m", "django", "--version")
     venv = session.virtualenv.location
     # The Makefile's install stamp, so that `make test-fast` uses this venv as it is.

@@ -13,7 +13,7 @@ from django.core.checks import Error
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import Conf, get_conf
-from .targets import metadata_settings, parse_target
+from .targets import metadata_settings, mismatched_digest, orphan_settings, parse_target
 
 SETTING = "settings.STORAGE_MIGRATE"
 HINTS = {
@@ -21,8 +21,13 @@ HINTS = {
     "E002": "Fix the value; the README's Settings section gives each key's default.",
     "E003": "List 'app_label.Model' or 'app_label.Model.field' with a FileField in MODELS.",
     "E004": (
-        "Map roles (bucket, object_key, checksum, file_size, content_type) of an installed "
-        "model's FileField to its columns of the right type, or to None."
+        "Map roles (bucket, object_key, checksum, sha1, sha256, file_size, content_type) of an "
+        "installed model's FileField to its columns of the right type, or to None."
+    ),
+    "E005": "Map 'app_label.Model.field' to a list of folders inside its storage.",
+    "E006": (
+        "Map each checksum column under the role of the algorithm its values are in: "
+        "'checksum' (MD5), 'sha1' or 'sha256'."
     ),
 }
 
@@ -57,7 +62,42 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         return [_error("E002", str(exc))]
     except (TypeError, ValueError) as exc:  # e.g. "WORKERS": "many"
         return [_error("E002", f"STORAGE_MIGRATE has a value of the wrong type: {exc}")]
-    return _check_models(conf) + _check_metadata_fields(conf)
+    return _check_models(conf) + _check_metadata_fields(conf) + _check_orphan_folders(conf)
+
+
+def _check_orphan_folders(conf: Conf) -> list[Error]:
+    try:
+        orphan_settings(conf)
+    except ImproperlyConfigured as exc:
+        return [_error("E005", str(exc))]
+    return []
+
+
+def check_digest_columns(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[Error]:
+    """E006: a checksum column whose values are another algorithm's digests (`check
+    --database default`). Skipped when the settings are wrong (E001-E004 say so) or a table
+    cannot be read yet (before `migrate`)."""
+    from django.db import DatabaseError
+
+    from .targets import resolve_targets
+
+    if not databases:
+        return []
+    try:
+        targets = resolve_targets(None, get_conf())
+    except (ImproperlyConfigured, TypeError, ValueError):
+        return []
+    errors = []
+    for target in targets:
+        try:
+            reason = mismatched_digest(target)
+        except DatabaseError:
+            continue
+        if reason:
+            errors.append(_error("E006", reason))
+    return errors
 
 
 def _check_models(conf: Conf) -> list[Error]:

@@ -10,7 +10,18 @@ from django.core.exceptions import ImproperlyConfigured
 
 MiB = 1024 * 1024
 
-METADATA_ROLES = ("bucket", "object_key", "checksum", "file_size", "content_type")
+METADATA_ROLES = (
+    "bucket",
+    "object_key",
+    "checksum",
+    "sha1",
+    "sha256",
+    "file_size",
+    "content_type",
+)
+# The roles of checksum columns, and the algorithm of each: `checksum` is an MD5 (what an ETag
+# can prove); `sha1` and `sha256` are checked by reading the bytes (Wagtail's file_hash: sha1).
+DIGEST_ROLES = {"checksum": "md5", "sha1": "sha1", "sha256": "sha256"}
 
 
 @dataclass(frozen=True)
@@ -21,7 +32,11 @@ class Conf:
     MODELS: tuple[str, ...] = ()
     # {"app_label.Model": {"checksum": "md5_hex", "file_size": None}}: a role -> column name,
     # or None to say the model has no such column. Unmapped roles are found by name.
+    # "checksum" holds an MD5; "sha1" and "sha256" hold those digests (hex).
     METADATA_FIELDS: Any = None
+    # {"app_label.Model.field": ["folder/", ...]}: where verify_files --orphans looks for a
+    # field whose upload_to is a function (Wagtail's are known without it).
+    ORPHAN_FOLDERS: Any = None
     WORKERS: int = 32
     BATCH_SIZE: int = 500
     # Files at or above this size go to S3 in parts, concurrently (boto3's transfer manager).

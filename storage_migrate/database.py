@@ -13,12 +13,13 @@ from django.db import DatabaseError, connections, router, transaction
 
 from .errors import ConfigurationError, one_line
 from .rows import row_columns, with_files
-from .targets import Target
+from .targets import Target, mismatched_digest
 
 
 def check_database(targets: Iterable[Target]) -> None:
     """Raise ConfigurationError unless every target's rows can be read where the run reads and
-    writes them (the router's databases for the model)."""
+    writes them (the router's databases for the model), and its checksum columns hold digests
+    of the algorithm their role says."""
     reached: set[str] = set()
     for target in targets:
         model = target.model
@@ -27,6 +28,9 @@ def check_database(targets: Iterable[Target]) -> None:
                 _connect(alias)
                 reached.add(alias)
             _read_table(alias, target)
+        reason = mismatched_digest(target, router.db_for_read(model))
+        if reason:
+            raise ConfigurationError(reason)
 
 
 def _connect(alias: str) -> None:

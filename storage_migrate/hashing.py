@@ -1,4 +1,5 @@
-"""Streaming MD5, and what an ETag can and cannot prove about an object's bytes."""
+"""Streaming digests (MD5 always, SHA-1 and SHA-256 when a column keeps one: one read, several
+digests), and what an ETag can and cannot prove about an object's bytes."""
 
 from __future__ import annotations
 
@@ -10,10 +11,43 @@ from typing import BinaryIO
 
 CHUNK = 1024 * 1024
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
+# The algorithms a checksum column may hold, and the length of their hex digests.
+HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
+NAMES = {"md5": "MD5", "sha1": "SHA-1", "sha256": "SHA-256"}
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
 def new_md5() -> hashlib._Hash:
     return hashlib.md5(usedforsecurity=False)
+
+
+def new_hash(algorithm: str) -> hashlib._Hash:
+    return hashlib.new(algorithm, usedforsecurity=False)
+
+
+def looks_like(algorithm: str, value: object) -> bool:
+    """Is ``value`` a hex digest of ``algorithm`` (any case)?"""
+    text = str(value).strip()
+    return len(text) == HEX_LENGTHS[algorithm] and bool(_HEX.match(text))
+
+
+def algorithm_of(value: object) -> str | None:
+    """The algorithm whose hex digests look like ``value``, if one does."""
+    return next((a for a in HEX_LENGTHS if looks_like(a, value)), None)
+
+
+class _Others:
+    """The digests other than MD5 asked for, fed chunk by chunk."""
+
+    def __init__(self, algorithms: tuple[str, ...]) -> None:
+        self.hashes = {a: new_hash(a) for a in algorithms if a != "md5"}
+
+    def feed(self, chunk: bytes) -> None:
+        for h in self.hashes.values():
+            h.update(chunk)
+
+    def done(self) -> dict[str, str]:
+        return {a: h.hexdigest() for a, h in self.hashes.items()}
 
 
 @dataclass
@@ -28,6 +62,12 @@ class Digest:
     layout_etag: str | None = None
     # The status of the file these bytes were written to, where they were (local disk).
     fingerprint: tuple[object, ...] | None = None
+    # Their digests in the other algorithms asked for (sha1, sha256), from the same read.
+    others: dict[str, str] = field(default_factory=dict)
+
+    def of(self, algorithm: str) -> str | None:
+        """Their hex digest in ``algorithm``, if it was computed."""
+        return self.md5 if algorithm == "md5" else self.others.get(algorithm)
 
     @property
     def content_md5(self) -> str:
@@ -74,14 +114,21 @@ class _Parts:
 
 
 def digest_stream(
-    stream: BinaryIO, part_size: int | None = None, layout: int | None = None
+    stream: BinaryIO,
+    part_size: int | None = None,
+    layout: int | None = None,
+    also: tuple[str, ...] = (),
 ) -> Digest:
     """Hash a stream chunk by chunk (never the whole file in memory); optionally per part of
-    ``part_size`` (our uploads), and per part of ``layout`` (another object's parts)."""
+    ``part_size`` (our uploads), per part of ``layout`` (another object's parts), and in the
+    algorithms ``also`` names (a SHA-1 column's), all from the one read."""
     whole = new_md5()
     size = 0
     parts = [_Parts(n) if n else None for n in (part_size, layout)]
+    others = _Others(also)
     feeders = [p.feed for p in parts if p is not None]
+    if others.hashes:
+        feeders.append(others.feed)
     read = stream.read
     while True:
         chunk = read(CHUNK)
@@ -92,7 +139,13 @@ def digest_stream(
         for feed in feeders:
             feed(chunk)
     ours, theirs = (p.done() if p is not None else [] for p in parts)
-    return Digest(size=size, md5=whole.hexdigest(), part_md5s=ours, layout_etag=_etag_of(theirs))
+    return Digest(
+        size=size,
+        md5=whole.hexdigest(),
+        part_md5s=ours,
+        layout_etag=_etag_of(theirs),
+        others=others.done(),
+    )
 
 
 def multipart_parts(etag: str | None) -> int | None:
@@ -104,8 +157,11 @@ def multipart_parts(etag: str | None) -> int | None:
     return int(count)
 
 
-def digest_bytes(data: bytes, layout: int | None = None) -> Digest:
+def digest_bytes(data: bytes, layout: int | None = None, also: tuple[str, ...] = ()) -> Digest:
     digest = Digest(size=len(data), md5=hashlib.md5(data, usedforsecurity=False).hexdigest())
+    others = _Others(also)
+    others.feed(data)
+    digest.others = others.done()
     if layout:
         parts = _Parts(layout)
         parts.feed(data)

@@ -82,6 +82,15 @@ def with_files(target: Target) -> QuerySet[Any]:
     )
 
 
+def stored_others(row: Row) -> dict[str, str]:
+    """The row's stored digests other than MD5, by algorithm (its SHA-1, SHA-256)."""
+    return {
+        algorithm: str(row.meta[role]).lower()
+        for role, algorithm in row.target.digests.items()
+        if algorithm != "md5" and row.meta.get(role)
+    }
+
+
 def row_columns(target: Target) -> tuple[str, ...]:
     """What Row.from_values reads: pk, the file name, the metadata columns."""
     return ("pk", str(target.field.attname), *target.columns.values())

@@ -10,7 +10,9 @@ from django.apps import apps
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db import models
 
-from .conf import METADATA_ROLES, Conf
+from .conf import DIGEST_ROLES, METADATA_ROLES, Conf
+from .hashing import NAMES, algorithm_of, looks_like
+from .known import known_columns, known_folders
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,16 @@ class Target:
     def __str__(self) -> str:
         return f"{self.label}.{self.field_name}"
 
+    @property
+    def digests(self) -> dict[str, str]:
+        """Role -> algorithm of the checksum columns this field has (MD5, SHA-1, SHA-256)."""
+        return {role: a for role, a in DIGEST_ROLES.items() if role in self.columns}
+
+    @property
+    def others(self) -> tuple[str, ...]:
+        """The algorithms other than MD5 its columns keep: hashed too whenever bytes are read."""
+        return tuple(a for a in self.digests.values() if a != "md5")
+
 
 def file_fields(model: type[models.Model]) -> list[models.FileField]:
     """The concrete FileFields (ImageFields included) of a model, in declaration order."""
@@ -46,9 +58,10 @@ def metadata_columns(
     model: type[models.Model], field: models.FileField, conf: Conf
 ) -> dict[str, str]:
     """The metadata columns of one FileField: STORAGE_MIGRATE['METADATA_FIELDS'] under
-    "app.Model.field" (or "app.Model"), else columns found by role name. Columns describe one
-    file, so a model with several FileFields has them only where a "app.Model.field" key maps
-    them; its other fields move their files alone."""
+    "app.Model.field" (or "app.Model"), else what is known of the model (Wagtail's file_hash
+    is a SHA-1), else columns found by role name. Columns describe one file, so a model with
+    several FileFields has them only where a "app.Model.field" key maps them; its other fields
+    move their files alone."""
     label = model._meta.label
     configured = metadata_settings(conf)
     single = len(file_fields(model)) == 1
@@ -73,11 +86,12 @@ def metadata_columns(
             f"STORAGE_MIGRATE['METADATA_FIELDS'][{where!r}] has unknown role(s) "
             f"{', '.join(unknown)} (known: {', '.join(METADATA_ROLES)})"
         )
+    known = known_columns(model, field)
     columns: dict[str, str] = {}
     for role in METADATA_ROLES:
-        column = mapping.get(role, role)
-        if column is None:
-            continue
+        column = mapping.get(role, known.get(role, role))
+        if column is None or (role not in mapping and column in mapping.values()):
+            continue  # no such column, or one the settings give another role
         try:
             found = model._meta.get_field(column)
         except FieldDoesNotExist:
@@ -112,7 +126,16 @@ def metadata_settings(conf: Conf) -> Mapping[str, Mapping[str, Any]]:
     return configured
 
 
-_TEXT_ROLES_MIN_LENGTH = {"checksum": 32, "bucket": 3, "object_key": 0, "content_type": 0}
+_TEXT_ROLES_MIN_LENGTH = {
+    "checksum": 32,
+    "sha1": 40,
+    "sha256": 64,
+    "bucket": 3,
+    "object_key": 0,
+    "content_type": 0,
+}
+# How many of a checksum column's first values are looked at to tell its algorithm.
+DIGEST_SAMPLE = 20
 
 
 def _wrong_type(role: str, field: Any) -> str | None:
@@ -135,6 +158,40 @@ def _wrong_type(role: str, field: Any) -> str | None:
         return needed
     if field.max_length is not None and field.max_length < least:
         return needed
+    return None
+
+
+def mismatched_digest(target: Target, using: str | None = None) -> str | None:
+    """Why a checksum column's mapping is wrong, or None: most of its first values (by primary
+    key) are not digests of the role's algorithm (Wagtail's SHA-1 file_hash mapped as the MD5
+    `checksum`). Checked before a run, so that no digest is compared with another algorithm's
+    and none is ever written into another algorithm's column."""
+    for role, algorithm in target.digests.items():
+        column = target.columns[role]
+        manager = target.model._base_manager.db_manager(using)
+        values = list(
+            manager.exclude(**{column: ""})
+            .exclude(**{f"{column}__isnull": True})
+            .order_by("pk")
+            .values_list(column, flat=True)[:DIGEST_SAMPLE]
+        )
+        wrong = [v for v in values if not looks_like(algorithm, v)]
+        if not wrong or len(wrong) * 2 <= len(values):
+            continue
+        seen = algorithm_of(wrong[0])
+        role_of = {a: r for r, a in DIGEST_ROLES.items()}
+        fix = (
+            f"map it as {role_of[seen]!r}: {column!r} (a {NAMES[seen]} column)"
+            if seen
+            else f"map {role!r} to another column, or to None"
+        )
+        return (
+            f"{target}: {role!r} ({NAMES[algorithm]}) is the column {column!r}, but "
+            f"{len(wrong)} of its first {len(values)} values are not {NAMES[algorithm]} digests "
+            f"(e.g. {str(wrong[0])[:80]!r}"
+            + (f", a {NAMES[seen]}" if seen else "")
+            + f"): in STORAGE_MIGRATE['METADATA_FIELDS'], {fix}."
+        )
     return None
 
 
@@ -218,6 +275,53 @@ def resolve_targets(specs: list[str] | tuple[str, ...] | None, conf: Conf) -> li
             seen.add((t.label, t.field_name))
             unique.append(t)
     return unique
+
+
+def orphan_folders(target: Target, conf: Conf) -> list[str]:
+    """The folders verify_files --orphans lists for a field: STORAGE_MIGRATE['ORPHAN_FOLDERS']
+    under "app.Model.field", else what is known of the model (Wagtail's upload_to functions),
+    else the fixed folder of its upload_to (none when upload_to is a function)."""
+    configured = orphan_settings(conf)
+    key = str(target)
+    if key in configured:
+        return [_folder(f) for f in configured[key]]
+    known = known_folders(target.model, target.field)
+    if known is not None:
+        return known
+    prefix = upload_prefix(target)
+    return [] if prefix is None else [prefix]
+
+
+def orphan_settings(conf: Conf) -> Mapping[str, list[str]]:
+    """STORAGE_MIGRATE['ORPHAN_FOLDERS'], refused unless it maps a model's FileField to a list
+    of folder names."""
+    configured = conf.ORPHAN_FOLDERS or {}
+    shape = (
+        "STORAGE_MIGRATE['ORPHAN_FOLDERS'] must be a dict of 'app_label.Model.field' -> "
+        "a list of folders, e.g. {'wagtailimages.Image.file': ['original_images/']}"
+    )
+    if not isinstance(configured, Mapping):
+        raise ImproperlyConfigured(shape)
+    for key, folders in configured.items():
+        if isinstance(folders, str) or not isinstance(folders, list | tuple):
+            raise ImproperlyConfigured(f"{shape}; {key!r} maps to {folders!r}")
+        for folder in folders:
+            if not isinstance(folder, str) or folder.startswith("/") or ".." in folder.split("/"):
+                raise ImproperlyConfigured(
+                    f"STORAGE_MIGRATE['ORPHAN_FOLDERS'][{key!r}]: {folder!r} is not a folder "
+                    "inside the storage (relative, no '..')"
+                )
+        if str(key).count(".") != 2:
+            raise ImproperlyConfigured(
+                f"STORAGE_MIGRATE['ORPHAN_FOLDERS']: {key!r} is not 'app_label.Model.field'"
+            )
+        parse_target(str(key), conf)  # the model and its FileField exist
+    return {str(k): list(v) for k, v in configured.items()}
+
+
+def _folder(folder: str) -> str:
+    text = folder.strip("/")
+    return f"{text}/" if text else ""
 
 
 def upload_prefix(target: Target) -> str | None:

@@ -31,6 +31,18 @@ SERVERS = ("moto", "rclone")
 BOTH_SERVERS = pytest.mark.parametrize("s3_endpoint", SERVERS, indirect=True)
 
 
+WAGTAIL_SETTINGS = "tests.wagtail_site.settings"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The Wagtail site's tests need its settings (one settings module a process): `make test`
+    runs them in a second pytest run, with --ds tests.wagtail_site.settings."""
+    wagtail_run = os.environ.get("DJANGO_SETTINGS_MODULE") == WAGTAIL_SETTINGS
+    if collection_path.name == "wagtail_site" and not wagtail_run:
+        return True
+    return None
+
+
 @pytest.fixture(autouse=True)
 def media_root(tmp_path: Path, settings: Any) -> Path:
     """Every test gets its own MEDIA_ROOT; nothing is written into the sample project."""

@@ -6,18 +6,21 @@ import os
 from typing import IO, cast
 
 from ..errors import Conflict, VerificationFailed
-from ..hashing import CHUNK, Digest, _etag_of, _Parts, new_md5
+from ..hashing import CHUNK, Digest, _etag_of, _Others, _Parts, new_md5
 from .base import Endpoint
 
 
 class HashingReader:
     """Hashes what is read through it (also in another object's part layout, if given)."""
 
-    def __init__(self, stream: IO[bytes], layout: int | None = None) -> None:
+    def __init__(
+        self, stream: IO[bytes], layout: int | None = None, also: tuple[str, ...] = ()
+    ) -> None:
         self.stream = stream
         self.md5 = new_md5()
         self.size = 0
         self.parts = _Parts(layout) if layout else None
+        self.others = _Others(also)
 
     def read(self, size: int = -1) -> bytes:
         chunk = self.stream.read(size if size is not None and size >= 0 else CHUNK)
@@ -25,11 +28,13 @@ class HashingReader:
         self.size += len(chunk)
         if self.parts is not None:
             self.parts.feed(chunk)
+        self.others.feed(chunk)
         return chunk
 
     def digest(self) -> Digest:
         layout = _etag_of(self.parts.done()) if self.parts is not None else None
-        return Digest(size=self.size, md5=self.md5.hexdigest(), layout_etag=layout)
+        others = {a: h.copy().hexdigest() for a, h in self.others.hashes.items()}
+        return Digest(size=self.size, md5=self.md5.hexdigest(), layout_etag=layout, others=others)
 
 
 def write_generic(endpoint: Endpoint, name: str, stream: IO[bytes], *, overwrite: bool) -> Digest:

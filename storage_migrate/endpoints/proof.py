@@ -98,12 +98,17 @@ def holds(endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
 
 
 def prove_download(
-    info: ObjectInfo | None, digest: Digest, layout_etag: str | None, stored_md5: str | None
+    info: ObjectInfo | None,
+    digest: Digest,
+    layout_etag: str | None,
+    stored_md5: str | None,
+    stored_others: dict[str, str] | None = None,
 ) -> None:
     """Raise unless the bytes read are proven to be the object's: its ETag is their MD5, or
     its multipart ETag is what their parts give (``layout_etag``, hashed with the object's part
-    layout), or, with neither, they match the row's stored checksum (the database is trusted).
-    A bit flipped on the way must never be committed."""
+    layout), or, with neither, they match a digest the row stores (its MD5, or its SHA-1 or
+    SHA-256 where ``digest`` has that algorithm's: the database is trusted). A bit flipped on
+    the way must never be committed."""
     if info is None:
         return  # a storage that says nothing of its objects: the caller hashed what it wrote
     if info.size != digest.size:
@@ -118,9 +123,11 @@ def prove_download(
                 f"the bytes read give the multipart ETag {layout_etag}, the object has {info.etag}"
             )
         return
-    if stored_md5 and stored_md5 == digest.md5:
+    stored = {"md5": stored_md5, **(stored_others or {})}
+    compared = {a: v for a, v in stored.items() if v and digest.of(a)}
+    if compared and all(digest.of(a) == v for a, v in compared.items()):
         return
-    why = "it differs from the stored checksum" if stored_md5 else "the row has no stored checksum"
+    why = "it differs from the stored checksum" if compared else "the row has no stored checksum"
     raise Unverifiable(
         "the download could not be proven equal to the object (its ETag is not an MD5, its part "
         f"layout is unknown, and {why}); nothing was written"

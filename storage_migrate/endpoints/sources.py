@@ -55,10 +55,13 @@ def load_source(
     size_hint: int | None,
     conf: Conf,
     stored_md5: str | None = None,
+    also: tuple[str, ...] = (),
+    stored_others: dict[str, str] | None = None,
 ) -> Source:
-    """Read and hash a source file; small files stay in memory, large ones are re-read from disk
-    (a local source) or spooled to a temporary file (any other source). A download is proven
-    to be the object's bytes (proof.prove_download) before it is used."""
+    """Read and hash a source file (in MD5, and in the algorithms ``also`` names); small files
+    stay in memory, large ones are re-read from disk (a local source) or spooled to a temporary
+    file (any other source). A download is proven to be the object's bytes
+    (proof.prove_download) before it is used."""
     path = endpoint.local_path(name)
     if path is not None:
         assert isinstance(endpoint, LocalEndpoint)
@@ -76,8 +79,8 @@ def load_source(
                     raise VerificationFailed(
                         f"source changed while it was read: {size} bytes, {len(data)} read"
                     )
-                return Source(digest=digest_bytes(data), data=data)
-            digest = digest_stream(f, part_size_for(size, conf))
+                return Source(digest=digest_bytes(data, also=also), data=data)
+            digest = digest_stream(f, part_size_for(size, conf), also=also)
             if digest.size != size:
                 raise VerificationFailed(
                     f"source changed while it was read: {size} bytes, {digest.size} read"
@@ -95,11 +98,12 @@ def load_source(
         layout = source_layout(endpoint, name, info)
         if size_hint is not None and size_hint <= conf.IN_MEMORY_LIMIT:
             data = stream.read(conf.IN_MEMORY_LIMIT + 1)
-            source = Source(digest=digest_bytes(data, layout), data=data)
+            source = Source(digest=digest_bytes(data, layout, also), data=data)
         else:
-            source = _spool(stream, size_hint, conf, layout)
+            source = _spool(stream, size_hint, conf, layout, also)
     try:
-        prove_download(info, source.digest, source.digest.layout_etag, stored_md5)
+        digest = source.digest
+        prove_download(info, digest, digest.layout_etag, stored_md5, stored_others)
     except RowError:
         source.close()
         raise
@@ -113,13 +117,15 @@ def source_layout(endpoint: Endpoint, name: str, info: ObjectInfo | None) -> int
     return endpoint.part_size(name, info)
 
 
-def _spool(stream: IO[bytes], size_hint: int | None, conf: Conf, layout: int | None) -> Source:
+def _spool(
+    stream: IO[bytes], size_hint: int | None, conf: Conf, layout: int | None, also: tuple[str, ...]
+) -> Source:
     part_size = part_size_for(size_hint or 0, conf)
     fd, path = tempfile.mkstemp(prefix="storage-migrate-", suffix=".spool")
     try:
         with os.fdopen(fd, "wb") as out:
             tee = _Tee(stream, out)
-            digest = digest_stream(tee, part_size, layout)  # type: ignore[arg-type]
+            digest = digest_stream(tee, part_size, layout, also)  # type: ignore[arg-type]
     except BaseException:
         os.unlink(path)
         raise

@@ -44,15 +44,24 @@ def start_copy_file(
     existed: bool,
     source_info: ObjectInfo | None = None,
     stored_md5: str | None = None,
+    also: tuple[str, ...] = (),
+    stored_others: dict[str, str] | None = None,
 ) -> Callable[[], Copied]:
     """Start copying one file: to S3, the source is read and hashed and the write started now;
     the returned callable waits for the write, verifies it and returns the copy (or raises a
     RowError). To any other storage, the whole copy happens in the callable."""
     if not isinstance(dst, S3Endpoint):
         return lambda: _copy_to_storage(
-            src, dst, name, overwrite=overwrite, source_info=source_info, stored_md5=stored_md5
+            src,
+            dst,
+            name,
+            overwrite=overwrite,
+            source_info=source_info,
+            stored=(stored_md5, stored_others),
+            also=also,
         )
-    source = load_source(src, name, source_info.size if source_info else None, conf, stored_md5)
+    size_hint = source_info.size if source_info else None
+    source = load_source(src, name, size_hint, conf, stored_md5, also, stored_others)
     try:
         _check_source(source.digest, source_info)
         waiting = start_write_s3(dst, name, source, content_type, conf, existed=existed)
@@ -77,7 +86,8 @@ def _copy_to_storage(
     *,
     overwrite: bool,
     source_info: ObjectInfo | None,
-    stored_md5: str | None,
+    stored: tuple[str | None, dict[str, str] | None],
+    also: tuple[str, ...],
 ) -> Copied:
     try:
         stream, opened = src.open_info(name)
@@ -86,13 +96,13 @@ def _copy_to_storage(
     source_info = opened or source_info
     with stream:
         # A download is proven to be the object's bytes before anything takes it for a copy.
-        reader = HashingReader(stream, source_layout(src, name, opened))
+        reader = HashingReader(stream, source_layout(src, name, opened), also)
 
         def check(written: Digest) -> None:
             read = reader.digest()
             if (read.size, read.md5) != (written.size, written.md5):
                 raise VerificationFailed("the bytes written are not the bytes read")
-            prove_download(opened, read, read.layout_etag, stored_md5)
+            prove_download(opened, read, read.layout_etag, *stored)
 
         if isinstance(dst, LocalEndpoint):
             digest = write_local(
@@ -106,4 +116,5 @@ def _copy_to_storage(
                 dst.storage.delete(name)  # our own write, of bytes nothing proves
                 raise
     _check_source(digest, source_info)
+    digest.others = reader.digest().others  # of the bytes read, which are the bytes written
     return Copied(digest, ObjectInfo(size=digest.size, md5=digest.md5), proof=digest.fingerprint)

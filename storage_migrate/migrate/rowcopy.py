@@ -13,6 +13,7 @@ from ..endpoints.base import Endpoint, Fingerprint, ObjectInfo
 from ..endpoints.proof import etag_proves, holds, same_bytes
 from ..endpoints.transfer import start_copy_file
 from ..errors import RowError, SourceMissing, Unverifiable, VerificationFailed
+from ..hashing import NAMES
 from ..report.problems import (
     AT_DESTINATION,
     CHECKSUM_MISMATCH,
@@ -22,7 +23,7 @@ from ..report.problems import (
     SIZE_MISMATCH,
     SKIPPED,
 )
-from ..rows import Planned, Row, RowResult, _Unknown
+from ..rows import Planned, Row, RowResult, _Unknown, stored_others
 from ..targets import unfit
 from .deletion import destination_proof
 
@@ -213,6 +214,8 @@ class RowCopier:
             existed=existed,
             source_info=source,
             stored_md5=(row.meta.get("checksum") or "").lower() or None,
+            also=row.target.others,
+            stored_others=stored_others(row),
         )
 
         def finish() -> RowResult:
@@ -231,6 +234,7 @@ class RowCopier:
                 md5=copied.digest.md5,
                 dest=copied.info,
                 copied_bytes=copied.digest.size,
+                others=copied.digest.others,
             )
             result.fingerprint = fingerprint
             if self.delete_source:
@@ -248,26 +252,35 @@ class RowCopier:
         md5: str | None,
         dest: ObjectInfo | None = None,
         copied_bytes: int = 0,
+        others: dict[str, str] | None = None,
     ) -> RowResult:
-        """The outcome, the problems the row's stored metadata shows, and the columns to update."""
+        """The outcome, the problems the row's stored metadata shows, and the columns to update.
+        ``md5`` and ``others`` (SHA-1, SHA-256) are the digests of the bytes, where known; each
+        is compared with, and written to, only the column of its own algorithm."""
         result = RowResult(row, outcome, bytes=copied_bytes, dest=dest)
         meta, columns = row.meta, row.target.columns
-        stored_md5 = (meta.get("checksum") or "").lower()
-        if md5 and stored_md5 and stored_md5 != md5:
-            kept = "checksum rewritten" if self.rewrite_checksums else "stored checksum kept"
+        actual: dict[str, str | None] = {"md5": md5, **(others or {})}
+        mismatched = []
+        for role, algorithm in row.target.digests.items():
+            stored, found = str(meta.get(role) or "").lower(), actual.get(algorithm)
+            if not (stored and found and stored != found):
+                continue
+            mismatched.append(role)
+            kept = f"{role} rewritten" if self.rewrite_checksums else f"stored {role} kept"
             if self.dry_run:
-                kept = "checksum would be rewritten" if self.rewrite_checksums else kept
+                kept = f"{role} would be rewritten" if self.rewrite_checksums else kept
+            what = "checksum" if role == "checksum" else f"{NAMES[algorithm]} ({columns[role]})"
             result.problems.append(
                 row.problem(
                     CHECKSUM_MISMATCH,
-                    f"source bytes do not match the stored checksum; {kept}",
-                    expected=stored_md5,
-                    actual=md5,
+                    f"source bytes do not match the stored {what}; {kept}",
+                    expected=stored,
+                    actual=found,
                 )
             )
-        # Bytes that contradict the stored checksum are not the row's file: its record (size
-        # and checksum) is kept as it is, unless --rewrite-checksums says the bytes are right.
-        contradicted = bool(md5 and stored_md5 and stored_md5 != md5) and not self.rewrite_checksums
+        # Bytes that contradict a stored digest are not the row's file: its record (size and
+        # digests) is kept as it is, unless --rewrite-checksums says the bytes are right.
+        contradicted = bool(mismatched) and not self.rewrite_checksums
         stored_size = meta.get("file_size")
         if "file_size" in columns and stored_size is not None and stored_size != size:
             fixed = "kept" if contradicted else "corrected"
@@ -289,10 +302,13 @@ class RowCopier:
             wanted["file_size"] = size
         if not meta.get("content_type"):
             guessed = mimetypes.guess_type(row.name)[0]
-            stored = dest.content_type if dest else None
-            wanted["content_type"] = guessed or stored or "application/octet-stream"
-        if md5 and (not stored_md5 or (stored_md5 != md5 and self.rewrite_checksums)):
-            wanted["checksum"] = md5
+            told = dest.content_type if dest else None
+            wanted["content_type"] = guessed or told or "application/octet-stream"
+        for role, algorithm in row.target.digests.items():
+            have, found = str(meta.get(role) or "").lower(), actual.get(algorithm)
+            rewrite = have != found and self.rewrite_checksums
+            if found and (not have or rewrite) and not contradicted:
+                wanted[role] = found
         updates = {
             role: value
             for role, value in wanted.items()

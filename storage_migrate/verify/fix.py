@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import Error, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from ..log import log
 from ..report.problems import (
@@ -56,19 +56,21 @@ class Fixer:
             self._record(result)
 
     def _statements(self, result: CheckResult) -> list[tuple[QuerySet[Any], dict[str, Any]]]:
-        """The updates that fix one row: its contradicted or blank columns, and, apart, an empty
-        checksum (filled only where it is still empty)."""
+        """The updates that fix one row: its contradicted or blank columns, and, apart, each
+        empty digest column (filled only where it is still empty)."""
         row = result.row
         columns = row.target.columns
         same_row = row.target.model._base_manager.filter(
             pk=row.pk, **{str(row.target.field.attname): row.name}
         )
-        updates = {columns[r]: v for r, v in result.updates.items() if r != "checksum"}
+        digests = row.target.digests
+        updates = {columns[r]: v for r, v in result.updates.items() if r not in digests}
         statements = [(same_row, updates)] if updates else []
-        if "checksum" in result.updates:
-            checksum = columns["checksum"]
-            filled = {checksum: result.updates["checksum"]}
-            statements.append((same_row.filter(**{checksum: ""}), filled))
+        for role in digests:
+            if role in result.updates:
+                column = columns[role]
+                empty = Q(**{column: ""}) | Q(**{f"{column}__isnull": True})
+                statements.append((same_row.filter(empty), {column: result.updates[role]}))
         return statements
 
     def _write(self, result: CheckResult) -> int:

@@ -1,6 +1,7 @@
-"""Orphans: files below the walked fields' upload folders that no walked row points to. One
-listing of each folder, checked against the database 1000 names at a time. Reported, never
-deleted."""
+"""Orphans: files below the walked fields' upload folders that no row points to. One listing of
+each folder, checked against the database 1000 names at a time. Reported, never deleted. The
+folders are upload_to's fixed part, or for a function (Wagtail's), what is known of it or what
+STORAGE_MIGRATE['ORPHAN_FOLDERS'] names."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from django.core.exceptions import SuspiciousOperation
 from django.db import models
 from django.db.models import Q
 
+from ..conf import Conf
 from ..endpoints.base import Endpoint
 from ..report.problems import ORPHAN, Problem
-from ..targets import Target, file_fields, upload_prefix
+from ..targets import Target, file_fields, orphan_folders
 
 ORPHAN_BATCH = 1000
 
@@ -33,13 +35,12 @@ def every_file_field() -> list[tuple[type[models.Model], str]]:
     return [(model, str(f.attname)) for model in apps.get_models() for f in file_fields(model)]
 
 
-def find_orphans(plans: list[tuple[Target, Endpoint]]) -> Iterator[Problem]:
+def find_orphans(plans: list[tuple[Target, Endpoint]], conf: Conf) -> Iterator[Problem]:
     """Objects below the walked fields' upload folders that no row of any model points to."""
     fields = every_file_field()
     by_endpoint: dict[int, tuple[Endpoint, dict[str, Target]]] = {}
     for target, endpoint in plans:
-        prefix = upload_prefix(target)
-        if prefix is not None:
+        for prefix in orphan_folders(target, conf):
             owners = by_endpoint.setdefault(id(endpoint), (endpoint, {}))[1]
             owners.setdefault(prefix, target)
     for endpoint, owners in by_endpoint.values():

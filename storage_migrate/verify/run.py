@@ -31,8 +31,18 @@ from ..report.problems import (
     now,
 )
 from ..report.verification import VerificationReport
-from ..rows import COMMIT_ROWS, UNKNOWN, Planned, Row, _Unknown, row_columns, rows_by_pk, with_files
-from ..targets import Target, resolve_targets
+from ..rows import (
+    COMMIT_ROWS,
+    UNKNOWN,
+    Planned,
+    Row,
+    _Unknown,
+    row_columns,
+    rows_by_pk,
+    stored_others,
+    with_files,
+)
+from ..targets import Target, orphan_settings, resolve_targets
 from .check import Checker, CheckResult
 from .fix import WRITE_ERRORS, Fixer
 from .joins import BYTE_ORDER, joined_rows
@@ -122,7 +132,7 @@ class Verification(Checker, Fixer):
                 futures = self._collect(futures)
             self._commit()
             if self.want_orphans:
-                for orphan in find_orphans(plans):
+                for orphan in find_orphans(plans, self.conf):
                     stopping.check()
                     self.report.problems.append(orphan)
         except (KeyboardInterrupt, DatabaseLost) as exc:
@@ -189,7 +199,11 @@ class Verification(Checker, Fixer):
             return False
         # --fix-metadata may have to prove, at any level, that the object is the row's file.
         shallow = self.level in ("exists", "size") and not self.fix_metadata
-        return planned is None or shallow or bool(planned.etag_md5)
+        if planned is None or shallow:
+            return True
+        # A row whose only digests are SHA-1 or SHA-256 is read, on a worker.
+        only_others = bool(stored_others(row)) and not row.meta.get("checksum")
+        return bool(planned.etag_md5) and not only_others
 
     def _unsafe(self, row: Row, endpoint: Endpoint) -> str | None:
         reason = unsafe_reason(row.name)
@@ -273,6 +287,7 @@ def verify_files(
     try:
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         targets = resolve_targets(models, conf)
+        orphan_settings(conf)  # a bad ORPHAN_FOLDERS is an error before anything runs
         if storage is not None:
             endpoint_for(storage, conf)  # an unknown alias is an error before anything runs
     except ImproperlyConfigured as exc:

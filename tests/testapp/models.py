@@ -45,3 +45,23 @@ class Clip(Media):
 
     def __str__(self) -> str:
         return str(self.video.name)
+
+
+def hashed_upload_to(instance: "HashedFile", filename: str) -> str:
+    """A function, as Wagtail's are: --orphans knows its folder only from the settings."""
+    return f"hashed/{filename}"
+
+
+class HashedFile(models.Model):
+    """Digests other than MD5, found by their column names: a SHA-1 (as Wagtail's file_hash)
+    and a SHA-256, and no MD5 column at all."""
+
+    file = models.FileField(upload_to=hashed_upload_to)
+    sha1 = models.CharField(max_length=40, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    file_size = models.BigIntegerField(null=True)
+    bucket = models.CharField(max_length=255, blank=True)
+    object_key = models.CharField(max_length=1024, blank=True)
+
+    def __str__(self) -> str:
+        return str(self.file.name)
