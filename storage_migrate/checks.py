@@ -79,7 +79,7 @@ def check_digest_columns(
     """E006: a checksum column whose values are another algorithm's digests (`check
     --database default`). Skipped when the settings are wrong (E001-E004 say so) or a table
     cannot be read yet (before `migrate`)."""
-    from django.db import DatabaseError
+    from django.db import DatabaseError, router, transaction
 
     from .targets import resolve_targets
 
@@ -91,8 +91,10 @@ def check_digest_columns(
         return []
     errors = []
     for target in targets:
+        alias = router.db_for_read(target.model)
         try:
-            reason = mismatched_digest(target)
+            with transaction.atomic(using=alias):  # a failed query leaves no broken transaction
+                reason = mismatched_digest(target, alias)
         except DatabaseError:
             continue
         if reason:

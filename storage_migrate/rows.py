@@ -82,12 +82,18 @@ def with_files(target: Target) -> QuerySet[Any]:
     )
 
 
+def stored_digest(row: Row, role: str) -> str:
+    """The digest the row stores under ``role`` ('' when none), as digests compare: lower
+    case, without the spaces a hand-edited column may carry."""
+    return str(row.meta.get(role) or "").strip().lower()
+
+
 def stored_others(row: Row) -> dict[str, str]:
     """The row's stored digests other than MD5, by algorithm (its SHA-1, SHA-256)."""
     return {
-        algorithm: str(row.meta[role]).lower()
+        algorithm: stored_digest(row, role)
         for role, algorithm in row.target.digests.items()
-        if algorithm != "md5" and row.meta.get(role)
+        if algorithm != "md5" and stored_digest(row, role)
     }
 
 

@@ -110,6 +110,24 @@ def metadata_columns(
                 f"a {_describe(found)}: {role!r} must be {needed}."
             )
         # A column found by its role's name but of another type is not a metadata column.
+    roles_of: dict[str, list[str]] = {}
+    for role, column in columns.items():
+        roles_of.setdefault(column, []).append(role)
+    for column, roles in roles_of.items():
+        if len(roles) > 1:
+            raise ImproperlyConfigured(
+                f"STORAGE_MIGRATE['METADATA_FIELDS'][{where!r}] gives the column {column!r} "
+                f"several roles ({', '.join(roles)}): a column holds one value."
+            )
+    for role, column in columns.items():
+        theirs = next((r for r, c in known.items() if c == column), None)
+        if role in DIGEST_ROLES and theirs in DIGEST_ROLES and theirs != role:
+            algorithm = NAMES[DIGEST_ROLES[theirs]]
+            raise ImproperlyConfigured(
+                f"STORAGE_MIGRATE['METADATA_FIELDS'][{where!r}] maps {role!r} to {column!r}, "
+                f"which holds {label}'s {algorithm} digests: map it as {theirs!r} (or not at "
+                "all: it is known)."
+            )
     return columns
 
 
@@ -162,23 +180,27 @@ def _wrong_type(role: str, field: Any) -> str | None:
 
 
 def mismatched_digest(target: Target, using: str | None = None) -> str | None:
-    """Why a checksum column's mapping is wrong, or None: most of its first values (by primary
-    key) are not digests of the role's algorithm (Wagtail's SHA-1 file_hash mapped as the MD5
-    `checksum`). Checked before a run, so that no digest is compared with another algorithm's
-    and none is ever written into another algorithm's column."""
+    """Why a checksum column's mapping is wrong, or None: among its first and last values (by
+    primary key), one is a digest of another algorithm (Wagtail's SHA-1 file_hash mapped as
+    the MD5 `checksum`), or most are no digest of the role's algorithm at all. Checked before a
+    run, so that no digest is compared with another algorithm's and none is ever written into
+    another algorithm's column."""
     for role, algorithm in target.digests.items():
         column = target.columns[role]
-        manager = target.model._base_manager.db_manager(using)
-        values = list(
-            manager.exclude(**{column: ""})
+        filled = (
+            target.model._base_manager.db_manager(using)
+            .exclude(**{column: ""})
             .exclude(**{f"{column}__isnull": True})
-            .order_by("pk")
-            .values_list(column, flat=True)[:DIGEST_SAMPLE]
         )
+        first = list(filled.order_by("pk").values_list(column, flat=True)[:DIGEST_SAMPLE])
+        last = list(filled.order_by("-pk").values_list(column, flat=True)[:DIGEST_SAMPLE])
+        values = first + last if len(first) == DIGEST_SAMPLE else first
         wrong = [v for v in values if not looks_like(algorithm, v)]
-        if not wrong or len(wrong) * 2 <= len(values):
+        foreign = [v for v in wrong if algorithm_of(v)]
+        if not foreign and len(wrong) * 2 <= len(values):
             continue
-        seen = algorithm_of(wrong[0])
+        example = (foreign or wrong)[0]
+        seen = algorithm_of(example)
         role_of = {a: r for r, a in DIGEST_ROLES.items()}
         fix = (
             f"map it as {role_of[seen]!r}: {column!r} (a {NAMES[seen]} column)"
@@ -187,8 +209,8 @@ def mismatched_digest(target: Target, using: str | None = None) -> str | None:
         )
         return (
             f"{target}: {role!r} ({NAMES[algorithm]}) is the column {column!r}, but "
-            f"{len(wrong)} of its first {len(values)} values are not {NAMES[algorithm]} digests "
-            f"(e.g. {str(wrong[0])[:80]!r}"
+            f"{len(wrong)} of {len(values)} of its values looked at are not {NAMES[algorithm]} "
+            f"digests (e.g. {str(example)[:80]!r}"
             + (f", a {NAMES[seen]}" if seen else "")
             + f"): in STORAGE_MIGRATE['METADATA_FIELDS'], {fix}."
         )

@@ -195,7 +195,7 @@ def test_a_sha1_column_mapped_as_the_md5_checksum_is_refused(
             run()
         message = str(refused.value)
         assert "'checksum' (MD5) is the column 'sha1'" in message
-        assert "3 of its first 3 values are not MD5 digests" in message
+        assert "3 of 3 of its values looked at are not MD5 digests" in message
         assert "map it as 'sha1': 'sha1' (a SHA-1 column)" in message
 
     # Nothing was written: no MD5 went into the SHA-1 column, nothing reached the bucket.

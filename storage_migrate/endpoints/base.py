@@ -93,10 +93,11 @@ class Endpoint:
     def stat_many(self, names: Iterable[str]) -> dict[str, ObjectInfo | None]:
         return {name: self.stat(name) for name in names}
 
-    def hash(self, name: str, part_size: int | None = None) -> Digest:
-        """Read and hash the object's bytes (also per part of ``part_size``, if given)."""
+    def hash(self, name: str, part_size: int | None = None, also: tuple[str, ...] = ()) -> Digest:
+        """Read and hash the object's bytes (also per part of ``part_size``, if given, and in
+        the algorithms ``also`` names)."""
         with self.open(name) as stream:
-            return digest_stream(stream, part_size)  # type: ignore[arg-type]
+            return digest_stream(stream, part_size, also=also)  # type: ignore[arg-type]
 
     def part_size(self, name: str, info: ObjectInfo) -> int | None:
         """The part size of a multipart object (S3), else None."""

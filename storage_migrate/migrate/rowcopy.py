@@ -23,7 +23,7 @@ from ..report.problems import (
     SIZE_MISMATCH,
     SKIPPED,
 )
-from ..rows import Planned, Row, RowResult, _Unknown, stored_others
+from ..rows import Planned, Row, RowResult, _Unknown, stored_digest, stored_others
 from ..targets import unfit
 from .deletion import destination_proof
 
@@ -94,7 +94,7 @@ class RowCopier:
     def _existing(self, row: Row, dest: ObjectInfo) -> RowResult:
         """The destination already has an object under this name: skip it when it is proven to
         hold the source's bytes, else it is a conflict (or, with --overwrite, copy over it)."""
-        size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
+        size, checksum = row.meta.get("file_size"), stored_digest(row, "checksum")
         # The shortcut trusts the row's checksum (the database is trusted) where the object's
         # ETag proves its MD5; before deleting a source, the source is read too.
         if (
@@ -117,12 +117,23 @@ class RowCopier:
             # Taken before the bytes are read to prove them: a file replaced afterwards does not
             # match it when the source is about to be deleted.
             dest_status = self.dst.fingerprint(row.name) if self._deletes_here() else None
-            proven = same_bytes(
-                self.src, row.name, source, self.dst, row.name, dest, known_md5=checksum or None
-            )
+            others: dict[str, str] | None = None
+            if stored_others(row):
+                # The row keeps a SHA-1 or SHA-256: the source is read once for every digest,
+                # so that a skip compares them as a copy would (and a file that contradicts
+                # them is never taken for the row's, nor deleted).
+                digest = self.src.hash(row.name, also=row.target.others)
+                same = digest.size == dest.size and holds(self.dst, row.name, dest, digest.md5)
+                proven, others = (digest.md5 if same else None), digest.others
+            else:
+                proven = same_bytes(
+                    self.src, row.name, source, self.dst, row.name, dest, known_md5=checksum or None
+                )
             if proven:
                 self._unchanged(row, fingerprint)
-                result = self._result(row, SKIPPED, size=source.size, md5=proven, dest=dest)
+                result = self._result(
+                    row, SKIPPED, size=source.size, md5=proven, dest=dest, others=others
+                )
                 result.fingerprint = fingerprint
                 result.dest_proof = destination_proof(self.dst, dest, dest_status)
                 return result
@@ -143,13 +154,28 @@ class RowCopier:
         nothing is taken from the object, or `missing` when its size is not the row's. A
         model with no checksum column at all, whose rows take nothing from the object anyway,
         is `skipped` when the object carries this tool's md5 metadata and matches it."""
-        size, checksum = row.meta.get("file_size"), (row.meta.get("checksum") or "").lower()
+        size, checksum = row.meta.get("file_size"), stored_digest(row, "checksum")
         if checksum:
             if (size is None or size == dest.size) and holds(self.dst, row.name, dest, checksum):
                 return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
             raise SourceMissing(
                 "source file does not exist (the object at the destination does not match the "
                 "stored checksum)"
+            )
+        others = stored_others(row)
+        if others:
+            # No MD5, but a SHA-1 or SHA-256 (Wagtail's file_hash): the object is read, and is
+            # the row's file only when it has every digest the row stores.
+            digest = self.dst.hash(row.name, also=row.target.others)
+            if (size is None or size == digest.size) and all(
+                digest.of(a) == v for a, v in others.items()
+            ):
+                return self._result(
+                    row, SKIPPED, size=digest.size, md5=digest.md5, dest=dest, others=digest.others
+                )
+            raise SourceMissing(
+                "source file does not exist (the object at the destination does not match the "
+                "stored " + ", ".join(NAMES[a] for a in others) + ")"
             )
         if "checksum" not in row.target.columns:
             # A model with no checksum column: nothing can ever be proven of its moved files,
@@ -183,24 +209,36 @@ class RowCopier:
             source = source or self.src.stat(row.name)
             if source is None:
                 raise SourceMissing("source file does not exist")
-            stored = (row.meta.get("checksum") or "").lower()
+            stored = stored_digest(row, "checksum")
             if (
                 self.src.kind != "local"
                 and not source.etag_md5
                 and not stored
+                and not stored_others(row)
                 and not self.src.part_size(row.name, source)
             ):
                 raise Unverifiable(
                     "a real run could not prove the download (its ETag is not an MD5, its part "
                     "layout is unknown, and the row has no stored checksum)"
                 )
-            # A dry run predicts checksum problems; a hint is enough for a prediction.
+            # A dry run predicts checksum problems; a hint is enough for a prediction. A row
+            # with a SHA-1 or SHA-256 has its source read for them (as the real run reads it).
+            others = None
             md5 = source.meta_md5 if source.md5 is None else source.md5
+            if row.target.others:
+                digest = self.src.hash(row.name, also=row.target.others)
+                md5, others = digest.md5, digest.others
             md5 = md5 or self.src.prove_md5(row.name, source)
             # What the real run would have written: a row that shares the name finds it.
             written = ObjectInfo(size=source.size, md5=md5, etag=md5, etag_md5=md5, headed=True)
             result = self._result(
-                row, COPIED, size=source.size, md5=md5, dest=written, copied_bytes=source.size
+                row,
+                COPIED,
+                size=source.size,
+                md5=md5,
+                dest=written,
+                copied_bytes=source.size,
+                others=others,
             )
             return lambda: result
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
@@ -213,7 +251,7 @@ class RowCopier:
             overwrite=existed and self.overwrite,
             existed=existed,
             source_info=source,
-            stored_md5=(row.meta.get("checksum") or "").lower() or None,
+            stored_md5=stored_digest(row, "checksum") or None,
             also=row.target.others,
             stored_others=stored_others(row),
         )
@@ -262,7 +300,7 @@ class RowCopier:
         actual: dict[str, str | None] = {"md5": md5, **(others or {})}
         mismatched = []
         for role, algorithm in row.target.digests.items():
-            stored, found = str(meta.get(role) or "").lower(), actual.get(algorithm)
+            stored, found = stored_digest(row, role), actual.get(algorithm)
             if not (stored and found and stored != found):
                 continue
             mismatched.append(role)
@@ -305,7 +343,7 @@ class RowCopier:
             told = dest.content_type if dest else None
             wanted["content_type"] = guessed or told or "application/octet-stream"
         for role, algorithm in row.target.digests.items():
-            have, found = str(meta.get(role) or "").lower(), actual.get(algorithm)
+            have, found = stored_digest(row, role), actual.get(algorithm)
             rewrite = have != found and self.rewrite_checksums
             if found and (not have or rewrite) and not contradicted:
                 wanted[role] = found

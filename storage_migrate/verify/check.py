@@ -22,7 +22,7 @@ from ..report.problems import (
     UNVERIFIABLE,
     Problem,
 )
-from ..rows import Planned, Row, _Unknown, stored_others
+from ..rows import Planned, Row, _Unknown, stored_digest, stored_others
 from ..targets import unfit
 
 
@@ -66,7 +66,7 @@ class Checker:
         result = CheckResult(row, OK)
         meta = row.meta
         stored_size = meta.get("file_size")
-        stored_md5 = str(meta.get("checksum") or "").lower()
+        stored_md5 = stored_digest(row, "checksum")
         others = stored_others(row)
         actual: dict[str, str] = {}
         if self.level == "deep" or self._needs_read(row, info, stored_md5, others):
@@ -209,7 +209,7 @@ class Checker:
         row = result.row
         meta = row.meta
         digests = row.target.digests
-        held = {r: str(meta.get(r) or "").lower() for r in digests if meta.get(r)}
+        held = {r: stored_digest(row, r) for r in digests if stored_digest(row, r)}
         matching = [r for r, v in held.items() if observed.get(r) == v]
         differs = {
             role: value

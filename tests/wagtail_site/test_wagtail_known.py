@@ -75,10 +75,16 @@ def test_the_md5_role_mapped_onto_file_hash_is_refused(wagtail_site: Site, setti
     }
     before = list(Document.objects.values_list("pk", "file_hash"))
 
-    with pytest.raises(ConfigurationError, match="map it as 'sha1': 'file_hash'"):
+    with pytest.raises(ConfigurationError, match="holds wagtaildocs.Document's SHA-1 digests"):
         verify_files(storage="local", fix_metadata=True)
-
     assert list(Document.objects.values_list("pk", "file_hash")) == before
+
+    # Refused even where every file_hash is still blank (no value to tell the algorithm by):
+    # no MD5 is ever written into Wagtail's SHA-1 column.
+    Document.objects.update(file_hash="")
+    with pytest.raises(ConfigurationError, match="map it as 'sha1'"):
+        verify_files(storage="local", fix_metadata=True)
+    assert set(Document.objects.values_list("file_hash", flat=True)) == {""}
 
 
 def test_orphans_are_found_under_wagtails_folders(wagtail_site: Site, media_root: Path) -> None:
