@@ -9,6 +9,7 @@ from django.core.files.base import ContentFile
 
 from core.models import FileManager
 from storage_migrate.testing import s3_client
+from tests.testapp.models import HashedFile
 
 MiB = 1024 * 1024
 
@@ -16,6 +17,19 @@ MiB = 1024 * 1024
 def md5(data: bytes) -> str:
     """Computed here, not by the project's code, so that tests check the project."""
     return hashlib.md5(data).hexdigest()
+
+
+def sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def hashed(name: str, data: bytes, **columns: Any) -> HashedFile:
+    """A tests.testapp HashedFile row (SHA-1 and SHA-256 columns, no MD5) with its file."""
+    return HashedFile.objects.create(file=ContentFile(data, name=name), **columns)
 
 
 def make(name: str, data: bytes, **fields: Any) -> FileManager:

@@ -4,13 +4,11 @@ column; a column mapped under the wrong algorithm is refused before anything run
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.base import ContentFile
 from django.core.management import call_command
 from hypothesis import given
 from hypothesis import settings as hsettings
@@ -21,23 +19,11 @@ from storage_migrate.checks import check_digest_columns
 from storage_migrate.errors import ConfigurationError
 from storage_migrate.hashing import digest_bytes, digest_stream
 from storage_migrate.testing import s3_client
-from tests.helpers import kinds, md5
+from tests.helpers import hashed, kinds, md5, sha1, sha256
 from tests.testapp.models import HashedFile
 
 pytestmark = pytest.mark.django_db
 HASHED = ["testapp.HashedFile"]
-
-
-def sha1(data: bytes) -> str:
-    return hashlib.sha1(data).hexdigest()
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def hashed(name: str, data: bytes, **digests: str) -> HashedFile:
-    return HashedFile.objects.create(file=ContentFile(data, name=name), **digests)
 
 
 @given(st.binary(max_size=5000), st.integers(min_value=1, max_value=700))

@@ -75,7 +75,7 @@ def test_the_md5_role_mapped_onto_file_hash_is_refused(wagtail_site: Site, setti
     }
     before = list(Document.objects.values_list("pk", "file_hash"))
 
-    with pytest.raises(ConfigurationError, match="holds wagtaildocs.Document's SHA-1 digests"):
+    with pytest.raises(ConfigurationError, match=r"holds wagtaildocs\.Document's SHA-1 digests"):
         verify_files(storage="local", fix_metadata=True)
     assert list(Document.objects.values_list("pk", "file_hash")) == before
 
