@@ -41,6 +41,7 @@ from ..rows import (
     StartCallback,
     row_columns,
     rows_by_pk,
+    stored_digest,
     with_files,
 )
 from ..targets import Target, resolve_targets
@@ -158,7 +159,7 @@ class Purge:
             self.report.problems.append(row.problem(NOT_RECORDED, detail))
             self.ledger.taint(ident)
             return
-        self.ledger.add_row(row, ident, (row.meta.get("checksum") or "").lower() or None)
+        self.ledger.add_row(row, ident, stored_digest(row, "checksum") or None)
 
     def _unrecorded(self, target: Target, name: str, meta: dict[str, Any]) -> str | None:
         """Why the row does not record its file at the destination, or None."""

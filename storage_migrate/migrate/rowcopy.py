@@ -222,10 +222,11 @@ class RowCopier:
                     "layout is unknown, and the row has no stored checksum)"
                 )
             # A dry run predicts checksum problems; a hint is enough for a prediction. A row
-            # with a SHA-1 or SHA-256 has its source read for them (as the real run reads it).
+            # that stores a SHA-1 or SHA-256 has its source read to compare them (as the real
+            # run does); an empty one is only filled, which needs no prediction.
             others = None
             md5 = source.meta_md5 if source.md5 is None else source.md5
-            if row.target.others:
+            if stored_others(row):
                 digest = self.src.hash(row.name, also=row.target.others)
                 md5, others = digest.md5, digest.others
             md5 = md5 or self.src.prove_md5(row.name, source)

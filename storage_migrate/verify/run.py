@@ -39,6 +39,7 @@ from ..rows import (
     _Unknown,
     row_columns,
     rows_by_pk,
+    stored_digest,
     stored_others,
     with_files,
 )
@@ -202,7 +203,7 @@ class Verification(Checker, Fixer):
         if planned is None or shallow:
             return True
         # A row whose only digests are SHA-1 or SHA-256 is read, on a worker.
-        only_others = bool(stored_others(row)) and not row.meta.get("checksum")
+        only_others = bool(stored_others(row)) and not stored_digest(row, "checksum")
         return bool(planned.etag_md5) and not only_others
 
     def _unsafe(self, row: Row, endpoint: Endpoint) -> str | None:
