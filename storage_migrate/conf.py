@@ -55,6 +55,12 @@ class Conf:
     RESPONSE_CHECKSUM_VALIDATION: str = "when_required"
     # Attempts per S3 request, with exponential backoff and jitter (botocore "standard" mode).
     MAX_ATTEMPTS: int = 5
+    # Copies between two S3 storages on one endpoint stay inside the store: "auto" when both
+    # use one set of credentials, "always" when the destination's credentials can read the
+    # source's bucket (the settings say so), "never" to stream every file through this process.
+    SERVER_SIDE_COPY: str = "auto"
+    # Server-side copies up to this size are one CopyObject (at most 5 GB), larger ones parts.
+    COPY_CUTOFF: int = 4710 * MiB
     CONNECT_TIMEOUT: float = 10.0
     READ_TIMEOUT: float = 60.0
 
@@ -67,6 +73,15 @@ class Conf:
                 raise ImproperlyConfigured(
                     f"STORAGE_MIGRATE[{name!r}] must be at least 5 MiB (S3's smallest part)."
                 )
+        if self.SERVER_SIDE_COPY not in ("auto", "always", "never"):
+            raise ImproperlyConfigured(
+                "STORAGE_MIGRATE['SERVER_SIDE_COPY'] must be 'auto', 'always' or 'never'."
+            )
+        if not 5 * MiB <= int(self.COPY_CUTOFF) <= 5 * 1024 * MiB:
+            raise ImproperlyConfigured(
+                "STORAGE_MIGRATE['COPY_CUTOFF'] must be between 5 MiB and 5 GiB (one CopyObject "
+                "copies at most 5 GB)."
+            )
         if self.ENGINE not in ("auto", "native", "boto3"):
             raise ImproperlyConfigured(
                 "STORAGE_MIGRATE['ENGINE'] must be 'auto', 'native' or 'boto3'."

@@ -148,6 +148,12 @@ def digest_stream(
     )
 
 
+def one_part_etag(md5: str) -> str:
+    """The ETag of an unencrypted multipart upload of one part with this MD5 (a server-side copy
+    made as one part): a function of the MD5, so it proves an MD5 known from elsewhere."""
+    return str(_etag_of([bytes.fromhex(md5)]))
+
+
 def multipart_parts(etag: str | None) -> int | None:
     """How many parts a multipart ETag ("<hex>-<parts>") says the object has, else None."""
     value = normalize_etag(etag)

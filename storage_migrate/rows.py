@@ -55,6 +55,7 @@ class RowResult:
     # is deleted (migrate/deletion.py, destination_proof).
     dest: ObjectInfo | None = None
     dest_proof: list[Any] | None = None
+    server_side: bool = False  # copied inside the store (see endpoints/s3copy.py)
 
     @property
     def clean(self) -> bool:

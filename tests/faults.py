@@ -38,6 +38,7 @@ class FaultyProxy(ThreadingHTTPServer):
         check_md5: bool = False,
         conditional: str = "honour",
         flip_gets: bool = False,
+        copy_answers: tuple[str, ...] = (),
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         split = urlsplit(upstream)
@@ -51,6 +52,12 @@ class FaultyProxy(ThreadingHTTPServer):
         # Flip one bit in the body of every object download (a bad middlebox on plain http).
         self.flip_gets = flip_gets
         self.flipped = 0
+        # Answers to the next server-side copies (CopyObject, UploadPartCopy), one each, as S3
+        # can give them: "error_in_200" (a 200 whose body is an error: nothing was copied) or
+        # "no_etag" (the copy was made; its 200 answer has no ETag in it).
+        self.copy_answers = list(copy_answers)
+        self.copies = 0
+        self.answered = 0  # bytes of the answers' bodies sent to the client
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.injected: Counter[str] = Counter()
@@ -96,6 +103,19 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if self.server.conditional == "ignore":
                 del self.headers["If-None-Match"]
+        copy_answer = None
+        # Not to the preflight's scratch objects: to the copies of files.
+        if "x-amz-copy-source" in self.headers and "storage-migrate-probe" not in self.path:
+            with self.server.lock:
+                self.server.copies += 1
+                if self.server.copy_answers:
+                    copy_answer = self.server.copy_answers.pop(0)
+        if copy_answer == "error_in_200":
+            self._answer_200(
+                b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+                b"<Message>We encountered an internal error. Please try again.</Message></Error>"
+            )
+            return
         fault = self.server.draw()
         if fault == "drop":
             self._drop()
@@ -114,6 +134,10 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "lost_answer":  # the server acted; the client never hears of it
             self._drop()
             return
+        if copy_answer == "no_etag" and response.status == 200:
+            tag = b"CopyPartResult" if b"CopyPartResult" in data else b"CopyObjectResult"
+            self._answer_200(b'<?xml version="1.0" encoding="UTF-8"?>\n<%s></%s>' % (tag, tag))
+            return
         if self._is_download(response.status) and data:
             middle = len(data) // 2
             data = data[:middle] + bytes([data[middle] ^ 0x10]) + data[middle + 1 :]
@@ -129,6 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+            with self.server.lock:
+                self.server.answered += len(data)
 
     def _is_download(self, status: int) -> bool:
         """A GET of an object's bytes (not a listing: those have a query and no key)."""
@@ -165,6 +191,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _answer_200(self, payload: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
     def _drop(self) -> None:
         self.close_connection = True
         with suppress(OSError):
@@ -182,9 +215,10 @@ def faulty_proxy(
     check_md5: bool = False,
     conditional: str = "honour",
     flip_gets: bool = False,
+    copy_answers: tuple[str, ...] = (),
 ) -> Iterator[FaultyProxy]:
     """Run the proxy in a thread for the duration of the block."""
-    proxy = FaultyProxy(upstream, rate, seed, check_md5, conditional, flip_gets)
+    proxy = FaultyProxy(upstream, rate, seed, check_md5, conditional, flip_gets, copy_answers)
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:

@@ -24,6 +24,7 @@ TEST_ENV = {
     "AWS_S3_CUSTOM_DOMAIN": "",
     "AWS_QUERYSTRING_AUTH": "True",
     "AWS_LOCATION": "",
+    "NEW_AWS_STORAGE_BUCKET_NAME": "",
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "MEDIA_ROOT": str(Path(tempfile.gettempdir()) / "storage-migrate-tests-unused-media"),

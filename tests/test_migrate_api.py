@@ -34,6 +34,7 @@ def test_local_to_s3_copies_verifies_and_updates_rows(s3_bucket: str, media_root
         "failed": 0,
         "problems": 0,
         "bytes_copied": sum(len(b) for b in before.values()),
+        "copied_server_side": 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }

@@ -176,6 +176,7 @@ def test_json_is_one_document_with_totals_and_problems(
         "failed": 1,
         "problems": 1,
         "bytes_copied": 1000,
+        "copied_server_side": 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }
@@ -220,6 +221,7 @@ def test_report_file_is_json_when_stdout_is_text(
         "failed": 1,
         "problems": 1,
         "bytes_copied": 1000,
+        "copied_server_side": 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }
@@ -379,6 +381,7 @@ def test_limit_processes_that_many_rows(s3_bucket: str, rows: dict[str, FileMana
         "failed": 0,
         "problems": 0,
         "bytes_copied": 300,
+        "copied_server_side": 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }

@@ -99,6 +99,7 @@ def test_to_s3_skip_and_back_to_local(
         "failed": 0,
         "problems": 0,
         "bytes_copied": sum(len(d) for d in contents.values()),
+        "copied_server_side": 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }
@@ -149,6 +150,7 @@ def test_to_s3_skip_and_back_to_local(
         "failed": 0,
         "problems": 0,
         "bytes_copied": 0,
+        "copied_server_side": 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }
@@ -197,6 +199,7 @@ def test_missing_source_file_exits_one(
         "failed": 1,
         "problems": 1,
         "bytes_copied": len(b"still here"),
+        "copied_server_side": 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }

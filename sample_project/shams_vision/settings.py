@@ -192,6 +192,24 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
+# A second bucket, for a move between buckets, regions, accounts or providers: the alias
+# "s3_new", defined when NEW_AWS_STORAGE_BUCKET_NAME is set. Its endpoint, region and keys are
+# the first bucket's unless given (one endpoint and one set of keys: copies stay server-side).
+NEW_AWS_STORAGE_BUCKET_NAME = config("NEW_AWS_STORAGE_BUCKET_NAME", default="")
+if NEW_AWS_STORAGE_BUCKET_NAME:
+    _new_secret = config("NEW_AWS_SECRET_ACCESS_KEY", default="") or AWS_SECRET_ACCESS_KEY
+    STORAGES["s3_new"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": NEW_AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": config("NEW_AWS_S3_ENDPOINT_URL", default="") or AWS_S3_ENDPOINT_URL,
+            "region_name": config("NEW_AWS_S3_REGION_NAME", default="") or AWS_S3_REGION_NAME,
+            "access_key": config("NEW_AWS_ACCESS_KEY_ID", default="") or AWS_ACCESS_KEY_ID,
+            "secret_key": _new_secret,
+            "location": config("NEW_AWS_LOCATION", default="").strip("/"),
+        },
+    }
+
 
 def s3_media_url() -> str:
     """The bucket's base URL (the S3 backend signs its own URLs when querystring auth is on)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import Conflict, Unverifiable, VerificationFailed
-from ..hashing import Digest, multipart_parts
+from ..hashing import Digest, is_md5_hex, multipart_parts, one_part_etag
 from .base import Endpoint, ObjectInfo
 
 if TYPE_CHECKING:
@@ -79,8 +79,23 @@ def _equal_multipart(a: Endpoint, a_info: ObjectInfo, b: Endpoint, b_info: Objec
     )
 
 
+def one_part_proves(endpoint: Endpoint, info: ObjectInfo, md5: str) -> bool:
+    """Is the object an unencrypted one-part multipart upload of bytes with this MD5?"""
+    return (
+        multipart_parts(info.etag) == 1
+        and bool(getattr(endpoint, "etag_is_md5", False))
+        and not info.encrypted
+        and is_md5_hex(md5)
+        and info.etag == one_part_etag(md5)
+    )
+
+
 def etag_proves(endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
     """Does the object's ETag prove it holds bytes with this MD5 (no read)?"""
+    if one_part_proves(endpoint, info, md5):
+        # A listing cannot tell a KMS-encrypted object: only a HEAD's answer is taken.
+        headed = endpoint.head(name, info)
+        return one_part_proves(endpoint, headed, md5)
     info, etag_md5 = _etag_md5(endpoint, name, info)
     if etag_md5 and etag_md5 != md5 and not info.headed:
         info, etag_md5 = _etag_md5(endpoint, name, endpoint.head(name, info))
@@ -89,6 +104,8 @@ def etag_proves(endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bo
 
 def holds(endpoint: Endpoint, name: str, info: ObjectInfo, md5: str) -> bool:
     """Is the object proven to hold bytes with this MD5 (its ETag, else reading it)?"""
+    if one_part_proves(endpoint, info, md5) and etag_proves(endpoint, name, info, md5):
+        return True
     info, etag_md5 = _etag_md5(endpoint, name, info)
     if etag_md5 and etag_md5 != md5 and not info.headed:
         info, etag_md5 = _etag_md5(endpoint, name, endpoint.head(name, info))

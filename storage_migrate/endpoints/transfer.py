@@ -17,6 +17,7 @@ from .local import LocalEndpoint
 from .localwrite import write_local
 from .proof import prove_download
 from .s3 import S3Endpoint
+from .s3copy import copy_server_side
 from .s3write import start_write_s3
 from .sources import _check_source, load_source, source_layout
 
@@ -31,6 +32,7 @@ class Copied:
     # What must still be at the destination when the source is deleted (local disk: the status
     # of the file written; S3: see migrate/deletion.py, destination_proof).
     proof: tuple[object, ...] | None = None
+    server_side: bool = False  # copied inside the store: no byte went through this process
 
 
 def start_copy_file(
@@ -46,10 +48,28 @@ def start_copy_file(
     stored_md5: str | None = None,
     also: tuple[str, ...] = (),
     stored_others: dict[str, str] | None = None,
+    server_side: bool = False,
 ) -> Callable[[], Copied]:
     """Start copying one file: to S3, the source is read and hashed and the write started now;
     the returned callable waits for the write, verifies it and returns the copy (or raises a
-    RowError). To any other storage, the whole copy happens in the callable."""
+    RowError). To any other storage, and inside the store (``server_side``: see
+    copies_server_side), the whole copy happens in the callable."""
+    if server_side:
+        assert isinstance(src, S3Endpoint) and isinstance(dst, S3Endpoint)
+
+        def inside() -> Copied:
+            digest, info, adopted = copy_server_side(
+                src,
+                dst,
+                name,
+                conf,
+                content_type=content_type,
+                overwrite=overwrite,
+                stored_md5=stored_md5,
+            )
+            return Copied(digest, info, adopted, server_side=True)
+
+        return inside
     if not isinstance(dst, S3Endpoint):
         return lambda: _copy_to_storage(
             src,

@@ -47,6 +47,8 @@ class Progress:
         elif self.lines:
             row = result.row
             size = f" ({format_bytes(result.bytes)})" if result.bytes else ""
+            if getattr(result, "server_side", False):
+                size += " server-side"
             outcome = self.words.get(result.outcome, result.outcome)
             self.command.stderr.write(
                 f"{outcome:<17} {row.target.label} pk={row.pk} {row.name!r}{size}"

@@ -11,6 +11,7 @@ from typing import Any
 from ..conf import Conf
 from ..endpoints.base import Endpoint, Fingerprint, ObjectInfo
 from ..endpoints.proof import etag_proves, holds, same_bytes
+from ..endpoints.s3copy import copies_server_side
 from ..endpoints.transfer import start_copy_file
 from ..errors import RowError, SourceMissing, Unverifiable, VerificationFailed
 from ..hashing import NAMES
@@ -47,6 +48,8 @@ class RowCopier:
         self.delete_source, self.rewrite_checksums = delete_source, rewrite_checksums
         # Fingerprint local sources around each copy (cheap); S3 sources only before deleting.
         self._fingerprint = delete_source or source.kind == "local"
+        # Two S3 storages on one store: the copies stay inside it.
+        self.server_side = copies_server_side(source, destination, conf)
 
     def process_many(
         self, items: list[tuple[Row, Planned]], in_flight: int | None = None
@@ -241,6 +244,7 @@ class RowCopier:
                 copied_bytes=source.size,
                 others=others,
             )
+            result.server_side = self.server_side
             return lambda: result
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
         waiting = start_copy_file(
@@ -255,6 +259,7 @@ class RowCopier:
             stored_md5=stored_digest(row, "checksum") or None,
             also=row.target.others,
             stored_others=stored_others(row),
+            server_side=self.server_side,
         )
 
         def finish() -> RowResult:
@@ -276,6 +281,7 @@ class RowCopier:
                 others=copied.digest.others,
             )
             result.fingerprint = fingerprint
+            result.server_side = copied.server_side
             if self.delete_source:
                 result.dest_proof = destination_proof(self.dst, copied.info, copied.proof)
             return result

@@ -262,6 +262,7 @@ class Migration(Planner, Committer):
         if result.outcome == COPIED:
             report.copied += 1
             report.bytes_copied += result.bytes
+            report.copied_server_side += result.server_side
             report.copied_whole += whole
         elif result.outcome == SKIPPED:
             report.skipped += 1
@@ -436,6 +437,7 @@ def _absorb(last: MigrationReport, earlier: list[MigrationReport], *, stable: bo
         # are skipped there): only the others are added.
         last.rows += report.copied + report.skipped - report.copied_whole - report.skipped_whole
         last.copied += report.copied
+        last.copied_server_side += report.copied_server_side
         last.skipped += report.skipped - report.skipped_whole - report.copied_whole
         last.bytes_copied += report.bytes_copied
         last.problems.extend(report.carried)  # rows committed with a problem, not walked again

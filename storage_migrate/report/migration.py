@@ -25,6 +25,9 @@ class MigrationReport(Report):
     # switch): not a problem of the move, and the row was not changed.
     at_destination: int = 0
     bytes_copied: int = 0
+    # Of the copies, those made inside the store (two S3 storages on one endpoint): their bytes
+    # never went through this process. The others were streamed through it.
+    copied_server_side: int = 0
     # --delete-source: sources deleted once the run was over (in a dry run: would be).
     deleted: int = 0
     bytes_deleted: int = 0
@@ -82,22 +85,22 @@ class MigrationReport(Report):
             "failed": self.failed,
             "problems": len(self.problems),
             "bytes_copied": self.bytes_copied,
+            "copied_server_side": self.copied_server_side,
             "deleted": self.deleted,
             "bytes_deleted": self.bytes_deleted,
         }
 
     def summary(self) -> str:
         problems = self.problems_phrase()
+        size = format_bytes(self.bytes_copied)
+        if self.copied_server_side:  # which way the copies went
+            streamed = self.copied - self.copied_server_side
+            size += f"; {self.copied_server_side} server-side, {streamed} streamed"
         if self.dry_run:
-            head = (
-                f"Dry run: would copy {plural(self.copied, 'file')} "
-                f"({format_bytes(self.bytes_copied)}), skip {self.skipped}"
-            )
+            head = f"Dry run: would copy {plural(self.copied, 'file')} ({size})"
+            head += f", skip {self.skipped}"
         else:
-            head = (
-                f"Copied {plural(self.copied, 'file')} ({format_bytes(self.bytes_copied)}), "
-                f"skipped {self.skipped}"
-            )
+            head = f"Copied {plural(self.copied, 'file')} ({size}), skipped {self.skipped}"
         if self.at_destination:
             head += f", {self.at_destination} only at the destination"
         if self.deleted:

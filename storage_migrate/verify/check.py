@@ -9,6 +9,7 @@ from typing import Any
 
 from ..conf import DIGEST_ROLES
 from ..endpoints.base import Endpoint, ObjectInfo
+from ..endpoints.proof import one_part_proves
 from ..errors import RowError
 from ..hashing import NAMES, Digest, digest_stream
 from ..log import log
@@ -158,6 +159,8 @@ class Checker:
         if info.etag_md5 and (info.headed or info.etag_md5 == stored):
             return info, Digest(info.size, info.etag_md5), False
         headed = endpoint.head(row.name, info)
+        if stored and one_part_proves(endpoint, headed, stored):  # a one-part server-side copy
+            return headed, Digest(headed.size, stored), False
         if headed.md5:
             return headed, Digest(headed.size, headed.md5), False
         if headed.meta_md5 and stored and self.level == "checksum" and not self.fix_metadata:
