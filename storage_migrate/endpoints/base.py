@@ -14,6 +14,7 @@ from django.core.files.storage.handler import InvalidStorageError
 
 from ..conf import Conf
 from ..hashing import Digest, digest_stream
+from ..meter import Meter
 from ..names import utf8
 
 
@@ -61,6 +62,8 @@ class Endpoint:
 
     kind = "storage"
     bucket = ""
+    # The run's requests and bytes, and its ceilings (--max-rate, --max-requests): S3 only.
+    meter: Meter | None = None
 
     def __init__(self, alias: str, storage: Storage, conf: Conf) -> None:
         self.alias = alias

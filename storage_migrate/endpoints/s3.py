@@ -14,6 +14,7 @@ from django.core.files.storage import Storage
 from ..conf import Conf
 from ..errors import ConfigurationError
 from ..hashing import is_md5_hex, md5_from_etag, multipart_parts, normalize_etag
+from ..meter import botocore_hooks
 from ..names import common_folder, utf8
 from .base import Endpoint, Fingerprint, NameMemo, ObjectInfo
 from .places import strip_userinfo
@@ -83,7 +84,7 @@ class S3Endpoint(Endpoint):
             "s3": {"payload_signing_enabled": False, **(st.client_config.s3 or {})},
         }
         merged = st.client_config.merge(Config(**{**options, **config}))
-        return session.client(  # type: ignore[no-any-return]
+        client = session.client(
             "s3",
             region_name=st.region_name,
             use_ssl=st.use_ssl,
@@ -91,6 +92,8 @@ class S3Endpoint(Endpoint):
             verify=st.verify,
             config=merged,
         )
+        botocore_hooks(client.meta.events, lambda: self.meter)
+        return client  # type: ignore[no-any-return]
 
     @cached_property
     def session(self) -> Any:

@@ -196,6 +196,7 @@ class ServerCopy:
                 whole = part_md5 and etag == one_part_etag(part_md5)
                 return etag, part_md5 if whole else None
             self.engine._refuse_taken(self.key)  # a store without conditional writes
+        self._in_store(self.source.size)
         response = self._call(
             self.dst.client.copy_object,
             Bucket=self.dst.bucket,
@@ -246,6 +247,7 @@ class ServerCopy:
 
             def part(number: int, span: tuple[int, int] | None) -> str:
                 extra = {} if span is None else {"CopySourceRange": f"bytes={span[0]}-{span[1]}"}
+                self._in_store(size if span is None else span[1] - span[0] + 1)
                 response = self._call(
                     client.upload_part_copy,
                     Bucket=bucket,
@@ -291,6 +293,11 @@ class ServerCopy:
         if not etag or response.get("Key", key) != key:
             raise VerificationFailed("the store answered CompleteMultipartUpload without an ETag")
         return etag, etags
+
+    def _in_store(self, nbytes: int) -> None:
+        """Counted against --max-rate: the store's bandwidth is shared with the live site."""
+        if self.dst.meter is not None:
+            self.dst.meter.data(nbytes, "in_store")
 
     def _call(self, method: Any, **kwargs: Any) -> Any:
         """A request; 412 tells a source that changed (its pin) from a name taken meanwhile."""

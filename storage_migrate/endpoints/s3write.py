@@ -223,6 +223,10 @@ class S3Engine:
         # (2.5 times boto3's memory on 16-64 MiB files, and no faster), so boto3 streams those.
         if native is None or source.data is None or not native.serves(extra):
             return self._later(self._put_object, key, source, extra)
+        meter = self.endpoint.meter
+        if meter is not None:  # the runtime's requests do not go through botocore's hooks
+            meter.request("PutObject")
+            meter.data(source.digest.size, "sent")
         sent = native.start(
             key,
             source.open(),

@@ -48,6 +48,13 @@ def non_negative_float(value: str) -> float:
     return number
 
 
+def positive_float(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
+    return number
+
+
 def check_writable(path: Path, option: str) -> None:
     """Refuse an output path that cannot be written, before any work is done."""
     folder = path.parent if str(path.parent) else Path(".")

@@ -26,6 +26,7 @@ from ..report.problems import (
 )
 from ..rows import Planned, Row, RowResult, _Unknown, stored_digest, stored_others
 from ..targets import unfit
+from .cost import predict_copy
 from .deletion import destination_proof
 
 
@@ -233,6 +234,7 @@ class RowCopier:
                 digest = self.src.hash(row.name, also=row.target.others)
                 md5, others = digest.md5, digest.others
             md5 = md5 or self.src.prove_md5(row.name, source)
+            predict_copy(self.src, self.dst, self.conf, source.size, self.server_side)
             # What the real run would have written: a row that shares the name finds it.
             written = ObjectInfo(size=source.size, md5=md5, etag=md5, etag_md5=md5, headed=True)
             result = self._result(

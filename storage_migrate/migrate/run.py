@@ -24,6 +24,7 @@ from ..endpoints.factory import endpoint_for
 from ..endpoints.s3write import close_engines, engine_notes, native_engine
 from ..errors import ConfigurationError, DatabaseLost
 from ..log import log
+from ..meter import Meter
 from ..report.migration import MigrationReport
 from ..report.problems import AT_DESTINATION, COPIED, SKIPPED, Problem, now
 from ..rows import (
@@ -202,6 +203,9 @@ class Migration(Planner, Committer):
         finally:
             self._pool.shutdown(wait=True)
             self.report.notes.extend(engine_notes(self.dst))
+            meter = self.dst.meter or self.src.meter
+            if meter is not None:  # the run's so far (every pass of --until-stable)
+                self.report.cost = meter.cost()
             close_engines(self.src, self.dst)
             if self.ledger is not None:
                 self.ledger.close()
@@ -324,6 +328,8 @@ def migrate_storage(
     until_stable: bool = False,
     max_passes: int = 10,
     pause: float = 5.0,
+    max_rate: float | None = None,
+    max_requests: float | None = None,
     on_row: ProgressCallback | None = None,
     on_start: StartCallback | None = None,
     on_deleted: DeletedCallback | None = None,
@@ -332,8 +338,9 @@ def migrate_storage(
     update the row's metadata. With ``pending``, only the rows whose metadata columns do not
     already record them at the destination (the catch-up after the switch); with
     ``until_stable`` (which implies ``pending``), pending passes ``pause`` seconds apart until
-    one copies nothing, at most ``max_passes`` of them. Raises ConfigurationError before
-    anything is written."""
+    one copies nothing, at most ``max_passes`` of them. ``max_rate`` (MB a second) and
+    ``max_requests`` (a second) are ceilings for the whole run, beside a live site. Raises
+    ConfigurationError before anything is written."""
     pending = pending or until_stable
     try:
         if until_stable and max_passes < 1:
@@ -348,6 +355,9 @@ def migrate_storage(
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         if limit is not None and limit < 0:
             raise ConfigurationError("limit must be 0 or more")
+        for option, value in (("max_rate", max_rate), ("max_requests", max_requests)):
+            if value is not None and not (0 < value < float("inf")):
+                raise ConfigurationError(f"{option} must be above 0, not {value}")
         dst = endpoint_for(to, conf)
         if source is None:
             source = DEFAULT_PAIRS.get(to)
@@ -358,6 +368,7 @@ def migrate_storage(
         if source == to:
             raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
         src = endpoint_for(source, conf)
+        src.meter = dst.meter = Meter(max_rate=max_rate, max_requests=max_requests)
         destructive = (delete_source or overwrite) and not dry_run
         refuse_one_place(src, dst, probe=False, destructive=destructive)
         if delete_source:  # a dry run predicts the refusal too

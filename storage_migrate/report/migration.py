@@ -28,6 +28,9 @@ class MigrationReport(Report):
     # Of the copies, those made inside the store (two S3 storages on one endpoint): their bytes
     # never went through this process. The others were streamed through it.
     copied_server_side: int = 0
+    # The requests by pricing class and the bytes the run sent (a dry run: would send), and the
+    # ceilings it kept to (storage_migrate.meter).
+    cost: dict[str, Any] = field(default_factory=dict)
     # --delete-source: sources deleted once the run was over (in a dry run: would be).
     deleted: int = 0
     bytes_deleted: int = 0
@@ -72,6 +75,7 @@ class MigrationReport(Report):
             "interrupted": self.interrupted,
             "pending": self.pending,
             "walked_whole": self.walked_whole,
+            "cost": self.cost,
             **({"passes": self.passes, "stable": self.stable} if self.passes else {}),
         }
 
@@ -128,6 +132,19 @@ class MigrationReport(Report):
         speed = None if self.dry_run else rate(self.bytes_copied, self.seconds)
         return f"{head}, {problems} in {self.seconds:.1f} s" + (f" ({speed})" if speed else "")
 
+    def cost_phrase(self) -> str:
+        """What the run sent (a dry run: would send, including its own look at the stores)."""
+        cost = self.cost
+        requests = cost.get("requests", {})
+        verb = "A real run would send about" if self.dry_run else "Sent"
+        return (
+            f"{verb} {requests.get('put_copy_post_list', 0)} PUT/COPY/POST/LIST and "
+            f"{requests.get('get_head', 0)} GET/HEAD requests; "
+            f"{format_bytes(cost.get('bytes_sent', 0))} sent, "
+            f"{format_bytes(cost.get('bytes_received', 0))} received, "
+            f"{format_bytes(cost.get('bytes_copied_in_store', 0))} copied inside the store."
+        )
+
     def fails_on(self, kind: str) -> bool:
         return True  # every problem of a migration is exit 1
 
@@ -147,6 +164,8 @@ class MigrationReport(Report):
                 ),
             )
         yield from ((SUMMARY, f"  Note: {note}.") for note in self.notes)
+        if self.dry_run and self.cost:
+            yield SUMMARY, f"  {self.cost_phrase()}"
         counts = self.problems.counts()
         for kind in _kinds_in_order(counts, MIGRATION_PROBLEMS):
             yield from ((kind, p.line()) for p in self.first_of_kind(kind, limit))

@@ -14,6 +14,7 @@ from ..commandline import (
     check_writable,
     non_negative_float,
     non_negative_int,
+    positive_float,
     positive_int,
     run_with_progress,
 )
@@ -104,6 +105,20 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             help="With --until-stable: the wait between two passes (default: 5).",
         )
         parser.add_argument(
+            "--max-rate",
+            type=positive_float,
+            metavar="MB_PER_S",
+            help="At most this many MB a second sent, received or copied inside the store, for "
+            "the whole run (with --shard K/N, each shard takes its share).",
+        )
+        parser.add_argument(
+            "--max-requests",
+            type=positive_float,
+            metavar="PER_S",
+            help="At most this many S3 requests a second, for the whole run (with --shard K/N, "
+            "each shard takes its share).",
+        )
+        parser.add_argument(
             "--create-bucket",
             action="store_true",
             help="Create the destination bucket if it does not exist.",
@@ -144,6 +159,8 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             until_stable=options["until_stable"],
             max_passes=options["max_passes"],
             pause=options["pause"],
+            max_rate=options["max_rate"],
+            max_requests=options["max_requests"],
             on_deleted=deletion_line(self, options),
             on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
             on_config_error=lambda message: migration_error(message, report_path, options),
