@@ -19,6 +19,7 @@ from django.core.management.color import Style
 from ..errors import ConfigurationError, DatabaseLost, one_line
 from ..report.base import SUMMARY, Report
 from ..report.problems import EXIT_CONFIG
+from ..shards import Shard, parse_shard
 from ..stopping import Terminated, stop_at_safe_points
 from .progress import Progress
 
@@ -46,6 +47,14 @@ def non_negative_float(value: str) -> float:
     if not math.isfinite(number) or number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return number
+
+
+def shard_option(value: str) -> Shard:
+    """--shard K/N (argparse names the option in its one line)."""
+    try:
+        return parse_shard(value)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def check_writable(path: Path, option: str) -> None:

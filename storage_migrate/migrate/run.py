@@ -34,6 +34,7 @@ from ..rows import (
     RowResult,
     StartCallback,
 )
+from ..shards import Shard, as_shard
 from ..targets import Target, resolve_targets
 from .commit import Committer
 from .deletion import DeletedCallback, DeletionLedger
@@ -86,6 +87,7 @@ class Migration(Planner, Committer):
         delete_source: bool,
         rewrite_checksums: bool,
         only_pending: bool = False,
+        shard: Shard | None = None,
         on_row: ProgressCallback | None,
         on_start: StartCallback | None = None,
         on_deleted: DeletedCallback | None = None,
@@ -95,12 +97,13 @@ class Migration(Planner, Committer):
         self.overwrite, self.delete_source = overwrite, delete_source
         self.rewrite_checksums = rewrite_checksums
         self.on_row, self.on_start, self.on_deleted = on_row, on_start, on_deleted
-        self.only_pending = only_pending
+        self.only_pending, self.shard = only_pending, shard
         self.report = MigrationReport(
             source=source.alias,
             destination=destination.alias,
             dry_run=dry_run,
             pending=only_pending,
+            shard=None if shard is None else str(shard),
         )
         self._pending: list[RowResult] = []
         self._last_commit = time.monotonic()
@@ -323,6 +326,7 @@ def migrate_storage(
     until_stable: bool = False,
     max_passes: int = 10,
     pause: float = 5.0,
+    shard: Shard | tuple[int, int] | None = None,
     on_row: ProgressCallback | None = None,
     on_start: StartCallback | None = None,
     on_deleted: DeletedCallback | None = None,
@@ -331,8 +335,9 @@ def migrate_storage(
     update the row's metadata. With ``pending``, only the rows whose metadata columns do not
     already record them at the destination (the catch-up after the switch); with
     ``until_stable`` (which implies ``pending``), pending passes ``pause`` seconds apart until
-    one copies nothing, at most ``max_passes`` of them. Raises ConfigurationError before
-    anything is written."""
+    one copies nothing, at most ``max_passes`` of them. With ``shard=(K, N)``, only the rows
+    whose file is in shard K of N (storage_migrate.shards): N processes share one migration.
+    Raises ConfigurationError before anything is written."""
     pending = pending or until_stable
     try:
         if until_stable and max_passes < 1:
@@ -344,6 +349,7 @@ def migrate_storage(
                 "--until-stable repeats passes until one copies nothing: drop --limit (or run "
                 "--pending --limit N passes by hand)."
             )
+        our_shard = as_shard(shard)
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         if limit is not None and limit < 0:
             raise ConfigurationError("limit must be 0 or more")
@@ -360,7 +366,7 @@ def migrate_storage(
         destructive = (delete_source or overwrite) and not dry_run
         refuse_one_place(src, dst, probe=False, destructive=destructive)
         if delete_source:  # a dry run predicts the refusal too
-            refuse_unsafe_deletes(src, dst, limit, pending)
+            refuse_unsafe_deletes(src, dst, limit, pending, our_shard)
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
         raise ConfigurationError(str(exc)) from exc
@@ -382,6 +388,7 @@ def migrate_storage(
             delete_source=delete_source,
             rewrite_checksums=rewrite_checksums,
             only_pending=pending,
+            shard=our_shard,
             on_row=on_row,
             on_start=on_start,
             on_deleted=on_deleted,

@@ -16,6 +16,7 @@ from ..commandline import (
     non_negative_int,
     positive_int,
     run_with_progress,
+    shard_option,
 )
 from ..output import deletion_line, migration_error, show_migration
 
@@ -69,7 +70,8 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             "--delete-source",
             action="store_true",
             help="Once the run is over, delete each source whose copy is verified and whose rows "
-            "were all committed clean (local disk and S3 only; not with --limit or --pending).",
+            "were all committed clean (local disk and S3 only; not with --limit, --pending or "
+            "--shard).",
         )
         parser.add_argument(
             "--rewrite-checksums",
@@ -102,6 +104,13 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             default=5.0,
             metavar="SECONDS",
             help="With --until-stable: the wait between two passes (default: 5).",
+        )
+        parser.add_argument(
+            "--shard",
+            type=shard_option,
+            metavar="K/N",
+            help="Only the rows whose file hashes to shard K of N (K from 0, as "
+            "JOB_COMPLETION_INDEX): N processes share one migration, each with its own K.",
         )
         parser.add_argument(
             "--create-bucket",
@@ -144,6 +153,7 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             until_stable=options["until_stable"],
             max_passes=options["max_passes"],
             pause=options["pause"],
+            shard=options["shard"],
             on_deleted=deletion_line(self, options),
             on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
             on_config_error=lambda message: migration_error(message, report_path, options),
