@@ -31,6 +31,7 @@ REPORT_KEYS = {
     "interrupted",
     "pending",
     "walked_whole",
+    "shard",
     "started_at",
     "finished_at",
     "totals",
