@@ -5,7 +5,8 @@
 --database (PostgreSQL: SQLite locks the whole file for each commit); each round migrates
 them into a fresh bucket of `rclone serve s3` (or moto's server, --server moto), every shard
 process started at once; wall time from the first start to the last exit. The rows are put
-back as uploads recorded them before each round. Prints a Markdown table.
+back as uploads recorded them before each round. Prints a Markdown table, with the CPU seconds
+the shard processes used together (the server's are not counted: it runs on the same cores).
 
     .venv/bin/python bench/shards.py [--runs 3] [--shards 1 2 4] [--database postgres://...]
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -52,14 +54,16 @@ def make_files(media: Path, count: int) -> list[str]:
     return names
 
 
-def one_round(env: dict[str, str], shards: int, work: Path, s3: object) -> tuple[float, int]:
-    """Every shard process at once into a fresh bucket: (wall seconds, rows migrated)."""
+def one_round(env: dict[str, str], shards: int, work: Path, s3: object) -> tuple[float, float, int]:
+    """Every shard process at once into a fresh bucket: (wall seconds, their CPU seconds, rows
+    migrated)."""
     run_django(RESET, env)
     bucket = f"shards-{shards}-{time.monotonic_ns()}"
     s3.create_bucket(Bucket=bucket)  # type: ignore[attr-defined]
     env = {**env, "AWS_STORAGE_BUCKET_NAME": bucket}
     reports = [work / f"report-{k}.json" for k in range(shards)]
     command = [sys.executable, str(MANAGE), "migrate_storage", "--to", "s3", "--no-progress"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -69,10 +73,12 @@ def one_round(env: dict[str, str], shards: int, work: Path, s3: object) -> tuple
     ]
     statuses = [process.wait() for process in processes]
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if any(statuses):
         raise SystemExit(f"a shard exited {statuses}")
     rows = sum(json.loads(path.read_text())["totals"]["copied"] for path in reports)
-    return seconds, rows
+    return seconds, cpu, rows
 
 
 def main() -> int:
@@ -107,19 +113,22 @@ def main() -> int:
         run_django(LOADER, env, "\n".join(names), str(media))
         s3 = s3_client(url)
         times: dict[int, list[float]] = {n: [] for n in args.shards}
+        cpus: dict[int, list[float]] = {n: [] for n in args.shards}
         for _ in range(args.runs):
             for shards in args.shards:  # alternating, so that a drift of the server is shared
-                seconds, rows = one_round(env, shards, work, s3)
+                seconds, cpu, rows = one_round(env, shards, work, s3)
                 if rows != args.files:
                     raise SystemExit(f"{shards} shard(s) copied {rows} of {args.files} files")
                 times[shards].append(seconds)
+                cpus[shards].append(cpu)
     print(f"{args.files} files of 1-16 KiB, {args.server}, {os.cpu_count()} cores, ", end="")
     print(f"{'SQLite' if not args.database else 'PostgreSQL'}, median of {args.runs}\n")
-    print("| processes | wall time | files/s | runs |\n|---|---|---|---|")
+    print("| processes | wall time | files/s | client CPU | runs |\n|---|---|---|---|---|")
     for shards, walls in times.items():
         median = statistics.median(walls)
         runs = ", ".join(f"{s:.2f}" for s in walls)
-        print(f"| {shards} | {median:.2f} s | {args.files / median:.0f} | {runs} |")
+        cpu = statistics.median(cpus[shards])
+        print(f"| {shards} | {median:.2f} s | {args.files / median:.0f} | {cpu:.2f} s | {runs} |")
     return 0
 
 
