@@ -128,3 +128,10 @@ def test_bad_ceilings_are_refused(option: str, value: str, s3_bucket: Any) -> No
         call_command("migrate_storage", "--to", "s3", option, value, "--no-progress")
     assert caught.value.returncode == 2
     assert option in str(caught.value) or "must be above 0" in str(caught.value)
+
+
+def test_each_shard_keeps_to_its_share(s3_bucket: str) -> None:
+    make("docs/s.txt", b"shared ceilings")
+    report = migrate_storage(to="s3", shard=(1, 4), max_rate=8.0, max_requests=100)
+    cost = report.to_dict()["cost"]
+    assert (cost["max_rate"], cost["max_requests"]) == (2.0, 25.0)

@@ -32,6 +32,7 @@ REPORT_KEYS = {
     "pending",
     "walked_whole",
     "cost",
+    "shard",
     "started_at",
     "finished_at",
     "totals",

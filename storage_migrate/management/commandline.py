@@ -19,6 +19,7 @@ from django.core.management.color import Style
 from ..errors import ConfigurationError, DatabaseLost, one_line
 from ..report.base import SUMMARY, Report
 from ..report.problems import EXIT_CONFIG
+from ..shards import Shard, parse_shard
 from ..stopping import Terminated, stop_at_safe_points
 from .progress import Progress
 
@@ -53,6 +54,14 @@ def positive_float(value: str) -> float:
     if not math.isfinite(number) or number <= 0:
         raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
     return number
+
+
+def shard_option(value: str) -> Shard:
+    """--shard K/N (argparse names the option in its one line)."""
+    try:
+        return parse_shard(value)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def check_writable(path: Path, option: str) -> None:

@@ -82,6 +82,7 @@ def migration_error(message: str, path: Path | None, options: dict[str, Any]) ->
         source=options["source"] or "",
         destination=options["to"],
         dry_run=options["dry_run"],
+        shard=None if options.get("shard") is None else str(options["shard"]),
         error=message,
     )
     write_error(report, path, "json")

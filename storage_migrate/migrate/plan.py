@@ -1,6 +1,7 @@
 """Before a row is copied: what it needs (what the destination holds under its name, one
 listing per batch), whether its name is safe, and the refusals of a run that could lose files
-(two aliases that are one place, --delete-source where no delete can be proven safe)."""
+(two aliases that are one place, --delete-source where no delete can be proven safe). With
+--shard, only the rows of this process's shard are walked, counted and reported."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ..rows import (
     rows_by_pk,
     with_files,
 )
+from ..shards import Shard
 from ..targets import Target, upload_prefix
 from .deletion import DeletionLedger
 
@@ -41,6 +43,7 @@ class Planner:
     targets: list[Target]
     conf: Conf
     limit: int | None
+    shard: Shard | None
     ledger: DeletionLedger | None
     _empty_at_start: bool | None
 
@@ -64,10 +67,23 @@ class Planner:
         return rows.exclude(recorded)
 
     def count_rows(self) -> int:
+        """The rows this run will walk (for a progress bar: a count is a scan of the table)."""
         total = 0
         for target in self.targets:
-            total += self.rows_of(target).count()
+            rows = self.rows_of(target)
+            if self.shard is None:
+                total += rows.count()
+            else:
+                # A row's shard is known only from its name, in Python: the rows are read as
+                # the run reads them (primary-key batches, so memory stays bounded).
+                batches = rows_by_pk(target, self.conf.BATCH_SIZE, rows)
+                total += sum(len(self._ours(batch)) for batch in batches)
         return total if self.limit is None else min(total, self.limit)
+
+    def _ours(self, batch: list[Row]) -> list[Row]:
+        """The rows of the batch in this process's shard (all of them without --shard)."""
+        shard = self.shard
+        return batch if shard is None else [row for row in batch if shard.holds(row.name)]
 
     def _destination_was_empty(self) -> bool:
         """A destination that held nothing under the walked fields' folders when the run began
@@ -87,6 +103,10 @@ class Planner:
         remaining = self.limit
         for target in self.targets:
             for batch in rows_by_pk(target, self.conf.BATCH_SIZE, self.rows_of(target)):
+                batch = self._ours(batch)
+                if not batch:  # all another shard's: nothing to list, only commits to keep up
+                    self._maybe_commit()
+                    continue
                 if remaining is not None:
                     batch = batch[:remaining]
                     remaining -= len(batch)
@@ -156,6 +176,7 @@ def refuse_unsafe_deletes(
     dst: Endpoint,
     limit: int | None,
     pending: bool = False,
+    shard: Shard | None = None,
     *,
     what: str = "--delete-source",
     instead: str = "copy without --delete-source",
@@ -177,6 +198,12 @@ def refuse_unsafe_deletes(
         raise ConfigurationError(
             "--delete-source walks whole tables (a row --pending leaves out may share a file "
             "with one it walks): drop --pending, or copy without --delete-source."
+        )
+    if shard is not None:
+        raise ConfigurationError(
+            "--delete-source walks whole tables (a file's other names, a hard link or a "
+            "symlink, may be in another shard): drop --delete-source, and run purge_source "
+            "once every shard is done."
         )
 
 

@@ -35,6 +35,7 @@ from ..rows import (
     RowResult,
     StartCallback,
 )
+from ..shards import Shard, as_shard
 from ..targets import Target, resolve_targets
 from .commit import Committer
 from .deletion import DeletedCallback, DeletionLedger
@@ -87,6 +88,7 @@ class Migration(Planner, Committer):
         delete_source: bool,
         rewrite_checksums: bool,
         only_pending: bool = False,
+        shard: Shard | None = None,
         on_row: ProgressCallback | None,
         on_start: StartCallback | None = None,
         on_deleted: DeletedCallback | None = None,
@@ -96,12 +98,13 @@ class Migration(Planner, Committer):
         self.overwrite, self.delete_source = overwrite, delete_source
         self.rewrite_checksums = rewrite_checksums
         self.on_row, self.on_start, self.on_deleted = on_row, on_start, on_deleted
-        self.only_pending = only_pending
+        self.only_pending, self.shard = only_pending, shard
         self.report = MigrationReport(
             source=source.alias,
             destination=destination.alias,
             dry_run=dry_run,
             pending=only_pending,
+            shard=None if shard is None else str(shard),
         )
         self._pending: list[RowResult] = []
         self._last_commit = time.monotonic()
@@ -330,6 +333,7 @@ def migrate_storage(
     pause: float = 5.0,
     max_rate: float | None = None,
     max_requests: float | None = None,
+    shard: Shard | tuple[int, int] | None = None,
     on_row: ProgressCallback | None = None,
     on_start: StartCallback | None = None,
     on_deleted: DeletedCallback | None = None,
@@ -338,8 +342,10 @@ def migrate_storage(
     update the row's metadata. With ``pending``, only the rows whose metadata columns do not
     already record them at the destination (the catch-up after the switch); with
     ``until_stable`` (which implies ``pending``), pending passes ``pause`` seconds apart until
-    one copies nothing, at most ``max_passes`` of them. ``max_rate`` (MB a second) and
-    ``max_requests`` (a second) are ceilings for the whole run, beside a live site. Raises
+    one copies nothing, at most ``max_passes`` of them. With ``shard=(K, N)``, only the rows
+    whose file is in shard K of N (storage_migrate.shards): N processes share one migration.
+    ``max_rate`` (MB a second) and ``max_requests`` (a second) are ceilings for the whole
+    migration, beside a live site: with shards, each takes its share. Raises
     ConfigurationError before anything is written."""
     pending = pending or until_stable
     try:
@@ -352,6 +358,7 @@ def migrate_storage(
                 "--until-stable repeats passes until one copies nothing: drop --limit (or run "
                 "--pending --limit N passes by hand)."
             )
+        our_shard = as_shard(shard)
         conf = get_conf(WORKERS=workers, BATCH_SIZE=batch_size)
         if limit is not None and limit < 0:
             raise ConfigurationError("limit must be 0 or more")
@@ -368,11 +375,16 @@ def migrate_storage(
         if source == to:
             raise ConfigurationError(f"Source and destination are the same storage ({to!r})")
         src = endpoint_for(source, conf)
-        src.meter = dst.meter = Meter(max_rate=max_rate, max_requests=max_requests)
+        # The ceilings are the whole migration's: each of N shards keeps to its share.
+        share = our_shard.count if our_shard is not None else 1
+        src.meter = dst.meter = Meter(
+            max_rate=max_rate / share if max_rate else None,
+            max_requests=max_requests / share if max_requests else None,
+        )
         destructive = (delete_source or overwrite) and not dry_run
         refuse_one_place(src, dst, probe=False, destructive=destructive)
         if delete_source:  # a dry run predicts the refusal too
-            refuse_unsafe_deletes(src, dst, limit, pending)
+            refuse_unsafe_deletes(src, dst, limit, pending, our_shard)
         targets = resolve_targets(models, conf)
     except ImproperlyConfigured as exc:
         raise ConfigurationError(str(exc)) from exc
@@ -394,6 +406,7 @@ def migrate_storage(
             delete_source=delete_source,
             rewrite_checksums=rewrite_checksums,
             only_pending=pending,
+            shard=our_shard,
             on_row=on_row,
             on_start=on_start,
             on_deleted=on_deleted,

@@ -38,6 +38,8 @@ class MigrationReport(Report):
     # these models (no bucket column) were walked whole.
     pending: bool = False
     walked_whole: list[str] = field(default_factory=list)
+    # --shard K/N: only the rows of shard K were walked and counted (None: every row).
+    shard: str | None = None
     # --until-stable: each pass's totals, and whether the last one copied nothing (None: not
     # asked, or interrupted).
     passes: list[dict[str, Any]] = field(default_factory=list)
@@ -76,6 +78,7 @@ class MigrationReport(Report):
             "pending": self.pending,
             "walked_whole": self.walked_whole,
             "cost": self.cost,
+            "shard": self.shard,
             **({"passes": self.passes, "stable": self.stable} if self.passes else {}),
         }
 
@@ -155,6 +158,13 @@ class MigrationReport(Report):
         (all with None), each line with what it is about (SUMMARY, or its problems' kind);
         ``report`` names the file that has all of them, if one was written."""
         yield SUMMARY, f"{self.source} -> {self.destination}: {self.summary()}"
+        if self.shard is not None:
+            index, count = self.shard.split("/")
+            yield (
+                SUMMARY,
+                f"  Shard {self.shard}: only the rows whose file hashes to shard {index} of "
+                f"{count}; the other shards' processes walk the rest.",
+            )
         if self.stable is False:
             yield (
                 SUMMARY,

@@ -17,6 +17,7 @@ from ..commandline import (
     positive_float,
     positive_int,
     run_with_progress,
+    shard_option,
 )
 from ..output import deletion_line, migration_error, show_migration
 
@@ -70,7 +71,8 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             "--delete-source",
             action="store_true",
             help="Once the run is over, delete each source whose copy is verified and whose rows "
-            "were all committed clean (local disk and S3 only; not with --limit or --pending).",
+            "were all committed clean (local disk and S3 only; not with --limit, --pending or "
+            "--shard).",
         )
         parser.add_argument(
             "--rewrite-checksums",
@@ -119,6 +121,13 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             "each shard takes its share).",
         )
         parser.add_argument(
+            "--shard",
+            type=shard_option,
+            metavar="K/N",
+            help="Only the rows whose file hashes to shard K of N (K from 0, as "
+            "JOB_COMPLETION_INDEX): N processes share one migration, each with its own K.",
+        )
+        parser.add_argument(
             "--create-bucket",
             action="store_true",
             help="Create the destination bucket if it does not exist.",
@@ -161,6 +170,7 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             pause=options["pause"],
             max_rate=options["max_rate"],
             max_requests=options["max_requests"],
+            shard=options["shard"],
             on_deleted=deletion_line(self, options),
             on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
             on_config_error=lambda message: migration_error(message, report_path, options),
