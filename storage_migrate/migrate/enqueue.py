@@ -41,6 +41,7 @@ class Enqueued:
     sent: list[tuple[Batch, str]] = field(default_factory=list)  # (batch, task id)
     interrupted: bool = False
     started_at: datetime = field(default_factory=now)
+    app: Any = field(default=None, repr=False)  # the Celery app the batches were sent to
 
     @property
     def rows(self) -> int:
@@ -76,14 +77,16 @@ def project_app(*, results: bool) -> Any:
     documentation has it), checked: its broker answers, and with ``results`` it has a result
     backend. ConfigurationError otherwise."""
     try:
-        from celery import _state, current_app
+        from celery import _state
         from kombu.exceptions import OperationalError
     except ImportError:
         raise ConfigurationError(
             "--enqueue needs Celery: pip install 'django-storage-migrate[celery]'"
         ) from None
-    app = current_app._get_current_object()
-    if app is _state.default_app:  # Celery's fallback: no app was created by the project
+    app = _state._tls.current_app or _state.default_app
+    # None, or Celery's own fallback (named 'default', without the fix-ups, Django's among
+    # them, that an app the project creates has): no app was made by the project.
+    if app is None or (app.main == "default" and not app.fixups):
         raise ConfigurationError(
             "--enqueue needs the project's Celery app: create one in your project's celery.py "
             "and import it in the project's __init__.py (see the README, Running on Celery)."
@@ -151,7 +154,7 @@ def enqueue_migration(
         "rewrite_checksums": rewrite_checksums,
         "pending": pending,
     }
-    enqueued = Enqueued(run.src.alias, run.dst.alias, dry_run, pending)
+    enqueued = Enqueued(run.src.alias, run.dst.alias, dry_run, pending, app=app)
     batches = split_batches(
         run.targets, batch_rows, limit=limit, pending_at=run.dst if pending else None
     )
@@ -159,8 +162,8 @@ def enqueue_migration(
         for batch in batches:
             stopping.check()
             args = [enqueued.destination, enqueued.source, batch.model, batch.field]
-            result = migrate_batch.apply_async(
-                args=[*args, batch.pk_min, batch.pk_max], kwargs=options, app=app
+            result = app.send_task(
+                migrate_batch.name, args=[*args, batch.pk_min, batch.pk_max], kwargs=options
             )
             enqueued.sent.append((batch, str(result.id)))
     except KeyboardInterrupt as exc:
@@ -183,10 +186,8 @@ def gather_batches(
     seconds, is an error problem naming its model and primary-key range. Ctrl-C
     (KeyboardInterrupt) stops the waiting, not the batches; the exception's ``report`` has
     those gathered until then."""
-    from celery import current_app
     from celery.result import AsyncResult
 
-    app = current_app._get_current_object()
     gathering = Gathering(
         enqueued.source, enqueued.destination, dry_run=enqueued.dry_run, pending=enqueued.pending
     )
@@ -198,7 +199,7 @@ def gather_batches(
     try:
         while waiting:
             for task, batch in list(waiting.items()):
-                result = AsyncResult(task, app=app)
+                result = AsyncResult(task, app=enqueued.app)
                 if not result.ready():
                     continue
                 part = None
