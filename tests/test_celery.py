@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from storage_migrate.migrate.gather import Gathering
 from storage_migrate.migrate.plan import PkRange
 from storage_migrate.report import MigrationReport, Problem, problems
 from storage_migrate.targets import resolve_targets
+from tests.conftest import MANAGE
 from tests.helpers import make, md5, s3_bytes, s3_keys
 
 pytestmark = pytest.mark.django_db
@@ -249,3 +252,51 @@ def test_options_enqueue_cannot_honour_exit_2(s3_bucket: str, args: list[str], s
     assert status == 2
     assert says in text and "\n" not in text
     assert s3_keys(s3_bucket) == []
+
+
+class Stop(KeyboardInterrupt):
+    pass
+
+
+def test_ctrl_c_while_waiting_keeps_what_was_gathered(monkeypatch: pytest.MonkeyPatch) -> None:
+    celery_result = pytest.importorskip("celery.result")
+    monkeypatch.setattr(celery_result, "AsyncResult", FakeResult)
+    batches = [Batch("core.FileManager", "file", i * 10 + 1, i * 10 + 10, 10) for i in range(2)]
+    enqueued = Enqueued("local", "s3", False, False, sent=list(zip(batches, "ab", strict=True)))
+    FakeResult.table = {
+        "a": ("SUCCESS", batch_report(10, 9, 1, [], pk=1, notes=[])),
+        "b": ("STARTED", None),
+    }
+
+    def stop(batch: Batch, part: Any) -> None:
+        raise Stop  # as stopping.check() raises it at the next safe point
+
+    with pytest.raises(Stop) as stopped:
+        gather_batches(enqueued, poll=0.01, on_batch=stop)
+
+    partial = stopped.value.report  # type: ignore[attr-defined]
+    assert partial.interrupted
+    assert (partial.rows, partial.copied, partial.skipped, partial.problems) == (10, 9, 1, [])
+
+
+@pytest.mark.e2e
+def test_without_celery_the_site_runs_and_enqueue_says_what_to_install(manage_py: Any) -> None:
+    rows(2)
+    # Celery made unimportable (find_spec() says it is not there), as without the extra.
+    hide = "import sys, runpy; sys.modules['celery'] = None; sys.argv[0] = 'manage.py'; "
+    run = "runpy.run_path('manage.py', run_name='__main__')"
+
+    def manage(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", hide + run, "migrate_storage", "--to", "s3", *args]
+        return subprocess.run(
+            command, env=manage_py.env, cwd=MANAGE.parent, capture_output=True, text=True
+        )
+
+    plain = manage("--dry-run", "--no-progress")
+    assert plain.returncode == 0, plain.stderr
+    assert "Dry run: would copy 2 files" in plain.stdout
+    queued = manage("--enqueue", "--no-progress")
+    assert queued.returncode == 2
+    assert queued.stderr.strip().splitlines() == [
+        "CommandError: --enqueue needs Celery: pip install 'django-storage-migrate[celery]'"
+    ]
