@@ -99,7 +99,8 @@ def timed(env: dict[str, str], bucket: str, files: int, *args: str) -> float:
     report = json.loads(result.stdout or "{}")
     copied = report.get("totals", {}).get("copied")
     if result.returncode or copied != files:
-        raise RuntimeError(f"run failed ({result.returncode}, copied {copied}):\n{result.stderr}")
+        problems = report.get("problems", [])[:3]
+        raise RuntimeError(f"run failed ({result.returncode}, copied {copied}): {problems}")
     return seconds
 
 
@@ -131,9 +132,11 @@ def main() -> None:
         manage(env, "shell", "-c", code).check_returncode()
         rows = [("one process (no Celery)", timed(env, "b-local", options.files))]
         for n in options.concurrency:
-            with worker(env, n, work / f"worker-{n}.log"):
+            # The workers read the settings as the command does: the same bucket.
+            bucket = f"b-c{n}"
+            with worker({**env, "AWS_STORAGE_BUCKET_NAME": bucket}, n, work / f"worker-{n}.log"):
                 args = ("--enqueue", "--wait", "--batch-rows", str(options.batch_rows))
-                rows.append((f"--concurrency {n}", timed(env, f"b-c{n}", options.files, *args)))
+                rows.append((f"--concurrency {n}", timed(env, bucket, options.files, *args)))
     base = rows[0][1]
     print(
         f"{options.files} files of {options.size} B, {options.server} serve s3, "

@@ -11,7 +11,7 @@ from ..migrate.batches import BATCH_ROWS
 from ..migrate.enqueue import enqueue_migration, gather_batches
 from ..report.migration import MigrationReport
 from ..report.problems import EXIT_CONFIG
-from .commandline import run_with_progress
+from .commandline import plain, run_with_progress
 from .output import migration_error, show_enqueued, show_migration
 
 
@@ -75,7 +75,7 @@ def on_celery(
         return None
     if int(options["verbosity"]) >= 1 and options["format"] == "text":
         for _, line in list(enqueued.text_lines())[:1]:
-            command.stderr.write(f"{line}; waiting for them", style_func=lambda text: text)
+            command.stderr.write(f"{line}; waiting for them", style_func=plain)
     report: MigrationReport = run_with_progress(
         command,
         options,
