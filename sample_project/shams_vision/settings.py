@@ -234,3 +234,24 @@ STORAGE_MIGRATE = {
     # "auto" (the native engine where it can serve the storage), "native" or "boto3".
     "ENGINE": config("STORAGE_MIGRATE_ENGINE", default="auto"),
 }
+
+# --- Celery (the celery extra: migrate_storage --enqueue) ---------------------------------------
+
+CELERY_BROKER_URL = config("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = config("CELERY_RESULT_BACKEND", default="redis://127.0.0.1:6379/0")
+# Redis delivers again a message not acknowledged within this many seconds (tasks acknowledge
+# once done): longer than any batch takes, or a batch runs twice (harmless, but wasted).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env(
+        "CELERY_VISIBILITY_TIMEOUT", 3600, int, "a whole number of seconds, such as 3600"
+    ),
+}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = CELERY_BROKER_TRANSPORT_OPTIONS
+# A worker process takes one batch at a time: a batch waiting behind a long one in a process's
+# prefetch could run elsewhere.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = config("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -114,11 +114,13 @@ def run_with_progress(
     interrupted: str,
     on_interrupt: Callable[[Any], None] | None = None,
     on_config_error: Callable[[str], None] | None = None,
+    batches: bool = False,
     **kwargs: Any,
 ) -> R:
     """Call the library with a progress display; a configuration error exits 2 with its one
     line, Ctrl-C exits 130 and SIGTERM 143 with ``interrupted``, neither with a traceback.
-    ``on_interrupt`` gets the partial report of an interrupted run (to print and write it)."""
+    ``on_interrupt`` gets the partial report of an interrupted run (to print and write it).
+    With ``batches``, the progress moves a batch at a time (``on_batch``), not a row."""
     verbosity = int(options["verbosity"])
     progress = Progress(
         command,
@@ -137,7 +139,8 @@ def run_with_progress(
         with stop_at_safe_points():
             # The rows are counted only for a bar: a count is a scan of the table.
             on_start = progress.start if progress.want_bar else None
-            return call(on_row=progress.row, on_start=on_start, **kwargs)
+            each = {"on_batch": progress.batch} if batches else {"on_row": progress.row}
+            return call(on_start=on_start, **each, **kwargs)
     except ConfigurationError as exc:  # chained: --traceback shows where it started
         if on_config_error is not None:  # a report file says it too, for a pipeline to show
             on_config_error(one_line(exc))

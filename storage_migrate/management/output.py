@@ -3,6 +3,7 @@ for a run that could not start or was interrupted), and a line per deleted sourc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +75,20 @@ def show_migration(
             print_lines(command, options, report, report.text_lines(report=written))
         else:
             print_lines(command, options, report, problem_lines(report))
+
+
+def show_enqueued(
+    command: BaseCommand, enqueued: Any, path: Path | None, options: dict[str, Any]
+) -> None:
+    """--enqueue without --wait: the batches sent and their task ids (--report: as JSON)."""
+    document = json.dumps(enqueued.to_dict(), indent=2, ensure_ascii=False)
+    if path is not None:
+        write_report(path, lambda out: out.write(document))
+    if options["format"] == "json":
+        command.stdout.write(document)
+    elif int(options["verbosity"]) >= 1:
+        for _, line in enqueued.text_lines():
+            command.stdout.write(line)
 
 
 def migration_error(message: str, path: Path | None, options: dict[str, Any]) -> None:

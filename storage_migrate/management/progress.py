@@ -54,6 +54,16 @@ class Progress:
                 f"{outcome:<17} {row.target.label} pk={row.pk} {row.name!r}{size}"
             )
 
+    def batch(self, batch: Any, report: Any) -> None:
+        """A batch of rows done on a Celery worker (``report`` None: it failed)."""
+        self.copied_bytes += report.bytes_copied if report is not None else 0
+        if self.bar is not None:
+            self.bar.update(batch.rows)
+            self.bar.set_postfix_str(format_bytes(self.copied_bytes), refresh=False)
+        elif self.lines:
+            outcome = "failed" if report is None else report.summary()
+            self.command.stderr.write(f"batch {batch}: {outcome}")
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

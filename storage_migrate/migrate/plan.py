@@ -6,6 +6,7 @@ listing per batch), whether its name is safe, and the refusals of a run that cou
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import SuspiciousOperation
@@ -35,6 +36,15 @@ from .deletion import DeletionLedger
 DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
 
 
+@dataclass(frozen=True)
+class PkRange:
+    """Rows whose primary key is between ``low`` and ``high``, both included: one batch of a
+    run split across processes (migrate_storage --enqueue)."""
+
+    low: Any
+    high: Any
+
+
 class Planner:
     """Migration's planning: the rows, batch by batch, each with what the destination holds."""
 
@@ -50,13 +60,16 @@ class Planner:
     _maybe_commit: Callable[[], None]  # Committer's
 
     only_pending: bool
+    pk_range: PkRange | None
     report: MigrationReport
 
     def rows_of(self, target: Target) -> QuerySet[Any]:
-        """The rows to walk: those with a file; with --pending, only those whose metadata
-        columns do not record them at the destination (a model without a bucket column is
-        walked whole, and the report says so)."""
+        """The rows to walk: those with a file (within pk_range, if one is given); with
+        --pending, only those whose metadata columns do not record them at the destination (a
+        model without a bucket column is walked whole, and the report says so)."""
         rows = with_files(target)
+        if self.pk_range is not None:
+            rows = rows.filter(pk__gte=self.pk_range.low, pk__lte=self.pk_range.high)
         if not self.only_pending:
             return rows
         recorded = recorded_at(target, self.dst)

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -39,7 +40,7 @@ from ..shards import Shard, as_shard
 from ..targets import Target, resolve_targets
 from .commit import Committer
 from .deletion import DeletedCallback, DeletionLedger
-from .plan import DEFAULT_PAIRS, Planner, refuse_one_place, refuse_unsafe_deletes
+from .plan import DEFAULT_PAIRS, PkRange, Planner, refuse_one_place, refuse_unsafe_deletes
 from .rowcopy import RowCopier
 
 # Worker threads when the native engine sends: each keeps WORKERS / NATIVE_THREADS in flight.
@@ -88,6 +89,7 @@ class Migration(Planner, Committer):
         delete_source: bool,
         rewrite_checksums: bool,
         only_pending: bool = False,
+        pk_range: PkRange | None = None,
         shard: Shard | None = None,
         on_row: ProgressCallback | None,
         on_start: StartCallback | None = None,
@@ -98,7 +100,7 @@ class Migration(Planner, Committer):
         self.overwrite, self.delete_source = overwrite, delete_source
         self.rewrite_checksums = rewrite_checksums
         self.on_row, self.on_start, self.on_deleted = on_row, on_start, on_deleted
-        self.only_pending, self.shard = only_pending, shard
+        self.only_pending, self.pk_range, self.shard = only_pending, pk_range, shard
         self.report = MigrationReport(
             source=source.alias,
             destination=destination.alias,
@@ -314,7 +316,19 @@ class Migration(Planner, Committer):
             self._busy.discard(key)
 
 
-def migrate_storage(
+@dataclass
+class Prepared:
+    """A run's settings, endpoints and targets, checked: what migrate_storage() and
+    enqueue_migration() start from."""
+
+    conf: Conf
+    src: Endpoint
+    dst: Endpoint
+    targets: list[Target]
+    shard: Shard | None = None
+
+
+def prepare(
     *,
     to: str,
     source: str | None = None,
@@ -325,7 +339,6 @@ def migrate_storage(
     limit: int | None = None,
     overwrite: bool = False,
     delete_source: bool = False,
-    rewrite_checksums: bool = False,
     create_bucket: bool = False,
     pending: bool = False,
     until_stable: bool = False,
@@ -334,19 +347,9 @@ def migrate_storage(
     max_rate: float | None = None,
     max_requests: float | None = None,
     shard: Shard | tuple[int, int] | None = None,
-    on_row: ProgressCallback | None = None,
-    on_start: StartCallback | None = None,
-    on_deleted: DeletedCallback | None = None,
-) -> MigrationReport:
-    """Copy every row's file from ``source`` to ``to`` under the same name, verify each copy, then
-    update the row's metadata. With ``pending``, only the rows whose metadata columns do not
-    already record them at the destination (the catch-up after the switch); with
-    ``until_stable`` (which implies ``pending``), pending passes ``pause`` seconds apart until
-    one copies nothing, at most ``max_passes`` of them. With ``shard=(K, N)``, only the rows
-    whose file is in shard K of N (storage_migrate.shards): N processes share one migration.
-    ``max_rate`` (MB a second) and ``max_requests`` (a second) are ceilings for the whole
-    migration, beside a live site: with shards, each takes its share. Raises
-    ConfigurationError before anything is written."""
+) -> Prepared:
+    """Check the settings, the options, the database and both storages (the preflight) before
+    anything is written. Raises ConfigurationError."""
     pending = pending or until_stable
     try:
         if until_stable and max_passes < 1:
@@ -393,20 +396,84 @@ def migrate_storage(
     dst.preflight(as_source=False, create_bucket=create_bucket, dry_run=dry_run)
     if not dry_run:
         refuse_one_place(src, dst, probe=True, destructive=destructive)
+    return Prepared(conf, src, dst, targets, our_shard)
+
+
+def migrate_storage(
+    *,
+    to: str,
+    source: str | None = None,
+    models: list[str] | tuple[str, ...] | None = None,
+    dry_run: bool = False,
+    workers: int | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    overwrite: bool = False,
+    delete_source: bool = False,
+    rewrite_checksums: bool = False,
+    create_bucket: bool = False,
+    pending: bool = False,
+    until_stable: bool = False,
+    max_passes: int = 10,
+    pause: float = 5.0,
+    pk_range: PkRange | None = None,
+    max_rate: float | None = None,
+    max_requests: float | None = None,
+    shard: Shard | tuple[int, int] | None = None,
+    on_row: ProgressCallback | None = None,
+    on_start: StartCallback | None = None,
+    on_deleted: DeletedCallback | None = None,
+) -> MigrationReport:
+    """Copy every row's file from ``source`` to ``to`` under the same name, verify each copy, then
+    update the row's metadata. With ``pending``, only the rows whose metadata columns do not
+    already record them at the destination (the catch-up after the switch); with
+    ``until_stable`` (which implies ``pending``), pending passes ``pause`` seconds apart until
+    one copies nothing, at most ``max_passes`` of them; with ``pk_range``, only the rows whose
+    primary key is in it (one batch of a run split across Celery workers); with
+    ``shard=(K, N)``, only the rows whose file is in shard K of N (storage_migrate.shards): N
+    processes share one migration. ``max_rate`` (MB a second) and ``max_requests`` (a second)
+    are ceilings for the whole migration, beside a live site: with shards, each takes its
+    share. Raises ConfigurationError before anything is written."""
+    pending = pending or until_stable
+    if pk_range is not None and delete_source:
+        raise ConfigurationError(
+            "--delete-source walks whole tables (a row outside the primary-key range may share "
+            "a file with one within it): copy without it, then run purge_source."
+        )
+    run = prepare(
+        to=to,
+        source=source,
+        models=models,
+        dry_run=dry_run,
+        workers=workers,
+        batch_size=batch_size,
+        limit=limit,
+        overwrite=overwrite,
+        delete_source=delete_source,
+        create_bucket=create_bucket,
+        pending=pending,
+        until_stable=until_stable,
+        max_passes=max_passes,
+        pause=pause,
+        max_rate=max_rate,
+        max_requests=max_requests,
+        shard=shard,
+    )
 
     def one_pass() -> MigrationReport:
         migration = Migration(
-            src,
-            dst,
-            targets,
-            conf,
+            run.src,
+            run.dst,
+            run.targets,
+            run.conf,
             dry_run=dry_run,
             limit=limit,
             overwrite=overwrite,
             delete_source=delete_source,
             rewrite_checksums=rewrite_checksums,
             only_pending=pending,
-            shard=our_shard,
+            pk_range=pk_range,
+            shard=run.shard,
             on_row=on_row,
             on_start=on_start,
             on_deleted=on_deleted,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .base import SUMMARY, TEXT_PER_KIND, Report, _kinds_in_order, _more, format_bytes, plural, rate
-from .problems import EXIT_OK, EXIT_PROBLEMS, MIGRATION_PROBLEMS, ProblemLog
+from .problems import EXIT_OK, EXIT_PROBLEMS, MIGRATION_PROBLEMS, Problem, ProblemLog, parse_iso
 
 
 @dataclass
@@ -58,6 +58,32 @@ class MigrationReport(Report):
     @property
     def exit_code(self) -> int:
         return EXIT_PROBLEMS if self.problems or self.stable is False else EXIT_OK
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MigrationReport:
+        """The report of to_dict() (its JSON form, read back): a batch's report sent back by a
+        Celery worker. The problems' values come back as JSON has them (a tuple as a list)."""
+        totals = data["totals"]
+        report = cls(
+            source=data["source"],
+            destination=data["destination"],
+            dry_run=bool(data.get("dry_run")),
+            pending=bool(data.get("pending")),
+            walked_whole=list(data.get("walked_whole", [])),
+            passes=list(data.get("passes", [])),
+            stable=data.get("stable"),
+            interrupted=bool(data.get("interrupted")),
+            error=data.get("error"),
+            notes=list(data.get("notes", [])),
+            problems=ProblemLog(Problem(**p) for p in data.get("problems", [])),
+            started_at=parse_iso(data["started_at"]),
+            finished_at=parse_iso(data["finished_at"]) if data.get("finished_at") else None,
+        )
+        for name in ("rows", "copied", "skipped", "at_destination", "bytes_copied"):
+            setattr(report, name, int(totals.get(name, 0)))
+        report.deleted = int(totals.get("deleted", 0))
+        report.bytes_deleted = int(totals.get("bytes_deleted", 0))
+        return report
 
     def pass_totals(self) -> dict[str, Any]:
         """One pass of --until-stable, as the report lists it."""

@@ -50,6 +50,11 @@ def iso(moment: datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z") if moment else None
 
 
+def parse_iso(text: str) -> datetime:
+    """The moment iso() wrote."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 @dataclass
 class Problem:
     """Something a person should look at, about one row (or one object, for orphans)."""

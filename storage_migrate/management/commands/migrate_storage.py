@@ -7,7 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...migrate.batches import BATCH_ROWS
 from ...migrate.run import migrate_storage
+from ...report.migration import MigrationReport
 from ...report.problems import EXIT_PROBLEMS
 from ..commandline import (
     ExitTwoOnBadOptions,
@@ -19,6 +21,7 @@ from ..commandline import (
     run_with_progress,
     shard_option,
 )
+from ..enqueue import on_celery, refuse_enqueue_options
 from ..output import deletion_line, migration_error, show_migration
 
 
@@ -142,12 +145,51 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             "--report", type=Path, metavar="PATH", help="Also write the JSON report to PATH."
         )
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
+        parser.add_argument(
+            "--enqueue",
+            action="store_true",
+            help="Cut the rows into batches and send them to the project's Celery app (the "
+            "celery extra); print the batches' task ids, or with --wait their gathered report.",
+        )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="With --enqueue: wait for the batches and report as a run in one process does.",
+        )
+        parser.add_argument(
+            "--batch-rows",
+            type=positive_int,
+            metavar="N",
+            help=f"With --enqueue: rows per batch (one Celery task each; default: {BATCH_ROWS}).",
+        )
+        parser.add_argument(
+            "--wait-timeout",
+            type=non_negative_float,
+            metavar="SECONDS",
+            help="With --wait: batches not finished by then are reported as errors (default: "
+            "no limit).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         report_path = Path(options["report"]) if options["report"] else None
+        refuse_enqueue_options(options)
         if report_path is not None:
             check_writable(report_path, "--report")
-        report = run_with_progress(
+        if options["enqueue"]:
+            report = on_celery(self, options, report_path)
+            if report is None:
+                return
+        else:
+            report = self.run_here(options, report_path)
+        show_migration(self, report, report_path, options)
+        if report.exit_code:
+            where = f"; the report has all of them: {report_path}" if report_path else ""
+            raise CommandError(
+                f"{len(report.problems)} problem(s){where}.", returncode=EXIT_PROBLEMS
+            )
+
+    def run_here(self, options: dict[str, Any], report_path: Path | None) -> MigrationReport:
+        return run_with_progress(
             self,
             options,
             migrate_storage,
@@ -175,9 +217,3 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             on_interrupt=lambda partial: show_migration(self, partial, report_path, options),
             on_config_error=lambda message: migration_error(message, report_path, options),
         )
-        show_migration(self, report, report_path, options)
-        if report.exit_code:
-            where = f"; the report has all of them: {report_path}" if report_path else ""
-            raise CommandError(
-                f"{len(report.problems)} problem(s){where}.", returncode=EXIT_PROBLEMS
-            )
