@@ -151,3 +151,17 @@ def botocore_hooks(events: Any, meter_of: Any) -> None:
 
     events.register("before-send.s3", before_send)
     events.register("after-call.s3.GetObject", after_get)
+
+
+def add_costs(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The cost of two runs' work (the batches of --enqueue): their counts added up."""
+    total = {k: v for k, v in a.items() if k not in ("max_rate", "max_requests")}
+    for key, value in b.items():
+        if key == "requests":
+            requests = dict(total.get("requests", {}))
+            for kind, count in value.items():
+                requests[kind] = requests.get(kind, 0) + count
+            total["requests"] = requests
+        elif isinstance(value, int | float) and key not in ("max_rate", "max_requests"):
+            total[key] = round(total.get(key, 0) + value, 3)
+    return total

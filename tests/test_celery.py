@@ -104,6 +104,8 @@ def batch_report(
     report = MigrationReport(source="local", destination="s3", notes=notes)
     report.rows, report.copied, report.skipped = rows, copied, skipped
     report.bytes_copied = copied * 10
+    report.copied_server_side = copied // 2
+    report.cost = {"requests": {"put_copy_post_list": copied, "get_head": 1}, "bytes_sent": 10}
     for i, kind in enumerate(kinds):
         report.problems.append(
             Problem(kind, "core.FileManager", "file", pk + i, f"f{pk + i}", "why", 1, [2, 3])
@@ -140,9 +142,12 @@ def test_gathering_adds_every_batch_once_and_keeps_every_problem(
         "failed": 9,  # 2 + 3 rows with problems, and the lost batch's 4
         "problems": 6,
         "bytes_copied": 120,
+        "copied_server_side": 3 + 2 + 0,
         "deleted": 0,
         "bytes_deleted": 0,
     }
+    assert report.cost["requests"]["put_copy_post_list"] == 12
+    assert report.cost["bytes_sent"] == 30
     assert report.problems.path is not None  # spilled, and read back whole
     assert [(p.kind, p.pk) for p in report.problems] == [
         ("missing", 1),

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from storage_migrate import migrate_storage
-from storage_migrate.meter import CLASS_A, CLASS_B, Meter, Throttle, request_class
+from storage_migrate.meter import CLASS_A, CLASS_B, Meter, Throttle, add_costs, request_class
 from tests.helpers import MiB, make
 
 pytestmark = pytest.mark.django_db
@@ -135,3 +135,19 @@ def test_each_shard_keeps_to_its_share(s3_bucket: str) -> None:
     report = migrate_storage(to="s3", shard=(1, 4), max_rate=8.0, max_requests=100)
     cost = report.to_dict()["cost"]
     assert (cost["max_rate"], cost["max_requests"]) == (2.0, 25.0)
+
+
+def test_the_costs_of_batches_add_up() -> None:
+    one = Meter(max_rate=4.0)
+    one.predict("PutObject", 3, sent=30)
+    two = Meter()
+    two.predict("GetObject", 2, received=20)
+    two.predict("CopyObject", 1, in_store=5)
+    total = add_costs(add_costs({}, one.cost()), two.cost())
+    assert total["requests"] == {CLASS_A: 4, CLASS_B: 2, "delete": 0}
+    assert (total["bytes_sent"], total["bytes_received"], total["bytes_copied_in_store"]) == (
+        30,
+        20,
+        5,
+    )
+    assert "max_rate" not in total  # a ceiling is no count

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..meter import add_costs
 from ..report.migration import MigrationReport
 from ..report.problems import ERROR, Problem, now
 from .batches import Batch
@@ -30,6 +31,8 @@ class Gathering:
         report.skipped += part.skipped
         report.at_destination += part.at_destination
         report.bytes_copied += part.bytes_copied
+        report.copied_server_side += part.copied_server_side
+        report.cost = add_costs(report.cost, part.cost)
         report.deleted += part.deleted
         report.bytes_deleted += part.bytes_deleted
         report.problems.extend(part.problems)

@@ -81,6 +81,8 @@ class MigrationReport(Report):
         )
         for name in ("rows", "copied", "skipped", "at_destination", "bytes_copied"):
             setattr(report, name, int(totals.get(name, 0)))
+        report.copied_server_side = int(totals.get("copied_server_side", 0))
+        report.cost = dict(data.get("cost") or {})
         report.deleted = int(totals.get("deleted", 0))
         report.bytes_deleted = int(totals.get("bytes_deleted", 0))
         return report
