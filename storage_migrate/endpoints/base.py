@@ -61,6 +61,8 @@ class Endpoint:
 
     kind = "storage"
     bucket = ""
+    # At most this many threads use the storage at once (None: as many as WORKERS).
+    max_threads: int | None = None
 
     def __init__(self, alias: str, storage: Storage, conf: Conf) -> None:
         self.alias = alias
@@ -133,6 +135,9 @@ class Endpoint:
         """What changes when the object changes (checked before a source is deleted)."""
         info = self.stat(name)
         return None if info is None else (info.size,)
+
+    def close(self) -> None:
+        """Close what the endpoint opened for the run (connections of its worker threads)."""
 
     def local_path(self, name: str) -> str | None:
         return None

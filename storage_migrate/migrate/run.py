@@ -150,6 +150,8 @@ class Migration(Planner, Committer):
             self._chunk_size = self._in_flight_per_thread * CHUNK_ROUNDS
             # Room for a second chunk per thread, ready when the first is done.
             window = max(window, 2 * threads * self._chunk_size)
+        for endpoint in (self.src, self.dst):
+            threads = min(threads, endpoint.max_threads or threads)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage-migrate")
         try:
             for row, planned in self._planned_rows():
@@ -203,6 +205,8 @@ class Migration(Planner, Committer):
             self._pool.shutdown(wait=True)
             self.report.notes.extend(engine_notes(self.dst))
             close_engines(self.src, self.dst)
+            self.src.close()
+            self.dst.close()
             if self.ledger is not None:
                 self.ledger.close()
             self.report.finished_at = now()
