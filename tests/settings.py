@@ -26,6 +26,7 @@ TEST_ENV = {
     "AWS_LOCATION": "",
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "SFTP_HOST": "",  # the tests' SFTP server is given per test (conftest.sftp_root)
     "MEDIA_ROOT": str(Path(tempfile.gettempdir()) / "storage-migrate-tests-unused-media"),
 }
 os.environ.update(TEST_ENV)

@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import IO, Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
@@ -26,6 +26,9 @@ GENERIC_THREADS = 8
 # verified): a write through the Storage API may land in place (SFTP, FTP), so a killed copy
 # can leave a part of a file under its final name.
 MARKERS = ".storage-migrate-partial"
+# A save that failed before anything was written (two threads making one new folder) is tried
+# this many times in all.
+SAVE_ATTEMPTS = 3
 
 
 def rebuild(storage: Storage) -> Storage | None:
@@ -54,7 +57,7 @@ class StorageEndpoint(Endpoint):
         super().__init__(alias, storage, conf)
         self._leftovers: set[str] = set()
 
-    @property  # type: ignore[override]
+    @property
     def storage(self) -> Storage:
         """This thread's instance of the storage."""
         if threading.get_ident() == self._owner:
@@ -100,8 +103,14 @@ class StorageEndpoint(Endpoint):
     def mark_partial(self, name: str) -> None:
         """Say that a copy of ``name`` is being written (before its first byte is)."""
         marker = self.marker(name)
-        if not self.storage.exists(marker):
-            self.storage.save(marker, ContentFile(name.encode("utf-8", "surrogatepass")))
+        for attempt in range(SAVE_ATTEMPTS):  # threads making the folder at once collide
+            try:
+                if not self.storage.exists(marker):
+                    self.storage.save(marker, ContentFile(name.encode("utf-8", "surrogatepass")))
+                return
+            except Exception:
+                if attempt + 1 >= SAVE_ATTEMPTS:
+                    raise
 
     def clear_partial(self, name: str) -> None:
         """The copy of ``name`` is verified, or none of its bytes are under its name."""
@@ -112,14 +121,22 @@ class StorageEndpoint(Endpoint):
         """Did a run that was stopped leave a copy of ``name`` unfinished?"""
         return self.marker(name).rsplit("/", 1)[1] in self._leftovers
 
-    def is_leftover(self, name: str, dest: ObjectInfo, source: Endpoint) -> bool:
+    def is_leftover(
+        self, name: str, dest: ObjectInfo, source: Endpoint, source_info: ObjectInfo
+    ) -> bool:
         """Is the object under ``name`` what a killed copy of the source left: marked as in
         progress, shorter than the source, and its bytes the source's first bytes? Such a file
         holds nothing the source does not, and may be replaced."""
-        source_info = source.stat(name)
-        if not self.was_partial(name) or source_info is None or dest.size >= source_info.size:
+        if not self.was_partial(name) or dest.size >= source_info.size:
             return False
         return _md5_of(self, name, None) == _md5_of(source, name, dest.size)
+
+    def open_info(self, name: str) -> tuple[IO[bytes], ObjectInfo | None]:
+        """A stream of the object; FileNotFoundError now, not at the first read, when there is
+        none (some backends open lazily)."""
+        if not self.storage.exists(name):
+            raise FileNotFoundError(f"{name!r} is not in storage {self.alias!r}")
+        return self.open(name), None
 
     def close(self) -> None:
         """Close the connections of the instances made for the worker threads."""

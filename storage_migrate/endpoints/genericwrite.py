@@ -7,9 +7,11 @@ import io
 import os
 from typing import IO, cast
 
+from django.core.files.storage import Storage
+
 from ..errors import Conflict, VerificationFailed
 from ..hashing import CHUNK, Digest, _etag_of, _Others, _Parts, new_md5
-from .generic import StorageEndpoint
+from .generic import SAVE_ATTEMPTS, StorageEndpoint
 
 
 class HashingReader:
@@ -77,8 +79,6 @@ def write_generic(
     """Save through the storage's API under the name (a renamed result is refused and removed),
     then read it back and hash it. The copy is marked as in progress from before its first
     byte until it is proven: a killed run's part of a file is known as such by the next."""
-    from django.core.files import File
-
     storage = endpoint.storage
     if storage.exists(name):
         if not overwrite:
@@ -86,8 +86,7 @@ def write_generic(
         storage.delete(name)
     endpoint.mark_partial(name)
     reader = HashingReader(stream)
-    # A failure while saving leaves the marker (and whatever the storage kept) for the next run.
-    saved = storage.save(name, File(cast(IO[bytes], _Upload(reader, size))))
+    saved = _save(storage, name, reader, size)
     if saved != name:
         storage.delete(saved)
         endpoint.clear_partial(name)  # nothing of ours is under the name
@@ -104,3 +103,19 @@ def write_generic(
         )
     endpoint.clear_partial(name)
     return sent
+
+
+def _save(storage: Storage, name: str, reader: HashingReader, size: int | None) -> str:
+    """save(), tried again while it failed before it read a byte and left nothing under the
+    name: two threads making one new folder collide (SFTPStorage makes a missing folder after
+    looking for it; the second mkdir fails). A failure after that leaves the mark and whatever
+    the storage kept for the next run (StorageEndpoint.is_leftover)."""
+    from django.core.files import File
+
+    for attempt in range(SAVE_ATTEMPTS):
+        try:
+            return storage.save(name, File(cast(IO[bytes], _Upload(reader, size))))
+        except Exception:
+            if attempt + 1 >= SAVE_ATTEMPTS or reader.size or storage.exists(name):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
