@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 
 from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage, verify_files
@@ -32,7 +33,16 @@ FILES = {
 
 
 def make_rows(files: dict[str, bytes] = FILES) -> dict[int, bytes]:
-    return {make(name, data).pk: data for name, data in files.items()}
+    """A row per file, named exactly so (an upload would have its name cleaned up by Django)."""
+    rows = {}
+    for name, data in files.items():
+        exact = f"file_manager/odd names/{name}"
+        path = Path(django_settings.MEDIA_ROOT) / exact
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        row = FileManager.objects.create(file=exact, file_size=len(data), checksum=md5(data))
+        rows[row.pk] = data
+    return rows
 
 
 def sftp_files(sftp: SFTPRoot) -> dict[str, bytes]:
