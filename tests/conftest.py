@@ -21,7 +21,13 @@ from django.core.files.storage import Storage, storages
 from django.db import connection
 from moto import mock_aws
 
-from storage_migrate.testing import moto_server, rclone_s3_server, s3_client
+from storage_migrate.testing import (
+    SFTPServer,
+    moto_server,
+    rclone_s3_server,
+    s3_client,
+    sftp_server,
+)
 from tests.settings import TEST_ENV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,6 +160,51 @@ def through_proxy(s3_endpoint: str, http_bucket: str, settings: Any) -> Iterator
     for context in opened:
         context.__exit__(None, None, None)
     reset_storages()
+
+
+@pytest.fixture(scope="session")
+def sftp_service() -> Iterator[SFTPServer]:
+    """OpenSSH's sshd on loopback, serving SFTP, shared by a session's tests. No sshd is a
+    failure, never a skip (.ci/run installs openssh-server)."""
+    with sftp_server() as server:
+        yield server
+
+
+@dataclass
+class SFTPRoot:
+    """The `sftp` alias of a test: its root on the server, and where that lies on this disk."""
+
+    server: SFTPServer
+    root_path: str
+    path: Path
+
+    def options(self) -> dict[str, Any]:
+        return {**self.server.options(self.root_path), "base_url": "/sftp-media/"}
+
+
+@pytest.fixture
+def sftp_root(sftp_service: SFTPServer, settings: Any) -> Iterator[SFTPRoot]:
+    """The `sftp` storage alias (django-storages' SFTPStorage) at a fresh folder of the test
+    SFTP server; its connections are closed afterwards."""
+    root_path = f"/t-{uuid.uuid4().hex[:12]}/media"
+    sftp = SFTPRoot(sftp_service, root_path, sftp_service.local_path(root_path))
+    backend = "storages.backends.sftpstorage.SFTPStorage"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "sftp": {"BACKEND": backend, "OPTIONS": sftp.options()},
+    }
+    reset_storages()
+    yield sftp
+    close_storages()
+    reset_storages()
+
+
+def close_storages() -> None:
+    """Close the connections of storages that keep one open (SFTP)."""
+    for storage in storages._storages.values():  # type: ignore[attr-defined]
+        close = getattr(storage, "close", None)
+        if callable(close):
+            close()
 
 
 def database_url() -> str:

@@ -27,6 +27,7 @@ TEST_ENV = {
     "NEW_AWS_STORAGE_BUCKET_NAME": "",
     "AWS_CONFIG_FILE": os.devnull,
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "SFTP_HOST": "",  # the tests' SFTP server is given per test (conftest.sftp_root)
     "MEDIA_ROOT": str(Path(tempfile.gettempdir()) / "storage-migrate-tests-unused-media"),
 }
 os.environ.update(TEST_ENV)

@@ -210,6 +210,29 @@ if NEW_AWS_STORAGE_BUCKET_NAME:
         },
     }
 
+# An SFTP server, only when SFTP_HOST is set (django-storages' SFTPStorage, which needs paramiko:
+# pip install 'django-storages[sftp]'): `manage.py migrate_storage --from local --to sftp`.
+SFTP_HOST = config("SFTP_HOST", default="")
+SFTP_KEY_FILENAME = config("SFTP_KEY_FILENAME", default="") or None
+if SFTP_HOST:
+    STORAGES["sftp"] = {
+        "BACKEND": "storages.backends.sftpstorage.SFTPStorage",
+        "OPTIONS": {
+            "host": SFTP_HOST,
+            "params": {
+                "port": env("SFTP_PORT", 22, int, "a port number, such as 22"),
+                "username": config("SFTP_USERNAME", default="") or None,
+                "key_filename": SFTP_KEY_FILENAME,
+                # The key named, or else the user's own (~/.ssh, the agent).
+                "look_for_keys": SFTP_KEY_FILENAME is None,
+                "allow_agent": SFTP_KEY_FILENAME is None,
+            },
+            "known_host_file": config("SFTP_KNOWN_HOSTS", default="") or None,
+            "root_path": config("SFTP_ROOT", default=""),
+            "base_url": config("SFTP_BASE_URL", default="") or None,
+        },
+    }
+
 
 def s3_media_url() -> str:
     """The bucket's base URL (the S3 backend signs its own URLs when querystring auth is on)."""

@@ -64,6 +64,8 @@ class Endpoint:
     bucket = ""
     # The run's requests and bytes, and its ceilings (--max-rate, --max-requests): S3 only.
     meter: Meter | None = None
+    # At most this many threads use the storage at once (None: as many as WORKERS).
+    max_threads: int | None = None
 
     def __init__(self, alias: str, storage: Storage, conf: Conf) -> None:
         self.alias = alias
@@ -136,6 +138,9 @@ class Endpoint:
         """What changes when the object changes (checked before a source is deleted)."""
         info = self.stat(name)
         return None if info is None else (info.size,)
+
+    def close(self) -> None:
+        """Close what the endpoint opened for the run (connections of its worker threads)."""
 
     def local_path(self, name: str) -> str | None:
         return None

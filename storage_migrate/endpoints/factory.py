@@ -9,6 +9,7 @@ from django.core.files.storage.handler import InvalidStorageError
 from ..conf import Conf
 from ..errors import ConfigurationError
 from .base import Endpoint
+from .generic import StorageEndpoint
 from .local import LocalEndpoint
 
 
@@ -34,4 +35,4 @@ def endpoint_for_storage(alias: str, storage: Storage, conf: Conf) -> Endpoint:
         from .s3 import S3Endpoint
 
         return S3Endpoint(alias, storage, conf)
-    return Endpoint(alias, storage, conf)
+    return StorageEndpoint(alias, storage, conf)

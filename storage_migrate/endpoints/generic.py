@@ -1,59 +1,164 @@
-"""Any other Django storage: written through its own API, the bytes hashed on the way."""
+"""Any other Django storage (SFTP, Google Cloud, Azure, your own), through the Storage API only:
+one instance of the storage per thread, and markers of the copies in progress, which tell a
+killed copy's half-written file from someone else's."""
 
 from __future__ import annotations
 
-import os
-from typing import IO, cast
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator
+from typing import IO, Any
 
-from ..errors import Conflict, VerificationFailed
-from ..hashing import CHUNK, Digest, _etag_of, _Others, _Parts, new_md5
-from .base import Endpoint
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage
+from django.utils.module_loading import import_string
+
+from ..conf import Conf
+from ..errors import ConfigurationError, one_line
+from ..hashing import CHUNK, new_md5
+from .base import Endpoint, ObjectInfo
+
+# A remote server takes only so many connections at once (OpenSSH: 10 starting logins by
+# default, and then refuses some): at most this many threads talk to one such storage.
+GENERIC_THREADS = 8
+# Where a copy in progress is marked (one small file per name, removed once the copy is
+# verified): a write through the Storage API may land in place (SFTP, FTP), so a killed copy
+# can leave a part of a file under its final name.
+MARKERS = ".storage-migrate-partial"
+# A save that failed before anything was written (two threads making one new folder) is tried
+# this many times in all.
+SAVE_ATTEMPTS = 3
 
 
-class HashingReader:
-    """Hashes what is read through it (also in another object's part layout, if given)."""
+def rebuild(storage: Storage) -> Storage | None:
+    """A new instance of a storage with its constructor's arguments (Django storages are
+    deconstructible), or None when it cannot be rebuilt."""
+    deconstruct = getattr(storage, "deconstruct", None)
+    if deconstruct is None:
+        return None
+    path, args, kwargs = deconstruct()
+    cls = import_string(path)
+    return cls(*args, **kwargs)  # type: ignore[no-any-return]
 
-    def __init__(
-        self, stream: IO[bytes], layout: int | None = None, also: tuple[str, ...] = ()
+
+class StorageEndpoint(Endpoint):
+    """Any Django storage that is neither local disk nor S3. A Storage is not promised to be
+    thread-safe (one paramiko SFTP session shared by threads mixes up their answers and hangs):
+    each worker thread gets its own instance, rebuilt from the storage's deconstruct()."""
+
+    max_threads = GENERIC_THREADS
+
+    def __init__(self, alias: str, storage: Storage, conf: Conf) -> None:
+        self._made: list[Storage] = []
+        self._local = threading.local()
+        self._owner = threading.get_ident()
+        self._lock = threading.Lock()
+        super().__init__(alias, storage, conf)
+        self._leftovers: set[str] = set()
+
+    @property
+    def storage(self) -> Storage:
+        """This thread's instance of the storage."""
+        if threading.get_ident() == self._owner:
+            return self._shared
+        mine: Storage | None = getattr(self._local, "storage", None)
+        if mine is None:
+            mine = rebuild(self._shared) or self._shared
+            self._local.storage = mine
+            if mine is not self._shared:
+                with self._lock:
+                    self._made.append(mine)
+        return mine
+
+    @storage.setter
+    def storage(self, storage: Storage) -> None:
+        self._shared = storage
+
+    def preflight(
+        self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False
     ) -> None:
-        self.stream = stream
-        self.md5 = new_md5()
-        self.size = 0
-        self.parts = _Parts(layout) if layout else None
-        self.others = _Others(also)
+        """The storage answers (a server that cannot be reached, or refuses the login, is one
+        line, exit 2); the markers of copies that a killed run left unfinished are read."""
+        try:
+            self._leftovers = set(self._markers())
+        except Exception as exc:
+            raise ConfigurationError(
+                f"Storage {self.alias!r} ({type(self._shared).__name__}) cannot be listed: "
+                f"{one_line(exc)}"
+            ) from exc
 
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.stream.read(size if size is not None and size >= 0 else CHUNK)
-        self.md5.update(chunk)
-        self.size += len(chunk)
-        if self.parts is not None:
-            self.parts.feed(chunk)
-        self.others.feed(chunk)
-        return chunk
+    def _markers(self) -> Iterator[str]:
+        try:
+            _dirs, files = self.storage.listdir(MARKERS)
+        except FileNotFoundError:
+            return
+        yield from files
 
-    def digest(self) -> Digest:
-        layout = _etag_of(self.parts.done()) if self.parts is not None else None
-        others = {a: h.copy().hexdigest() for a, h in self.others.hashes.items()}
-        return Digest(size=self.size, md5=self.md5.hexdigest(), layout_etag=layout, others=others)
+    @staticmethod
+    def marker(name: str) -> str:
+        """The marker of a copy of ``name`` in progress."""
+        return f"{MARKERS}/{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()}"
+
+    def mark_partial(self, name: str) -> None:
+        """Say that a copy of ``name`` is being written (before its first byte is)."""
+        marker = self.marker(name)
+        for attempt in range(SAVE_ATTEMPTS):  # threads making the folder at once collide
+            try:
+                if not self.storage.exists(marker):
+                    self.storage.save(marker, ContentFile(name.encode("utf-8", "surrogatepass")))
+                return
+            except Exception:
+                if attempt + 1 >= SAVE_ATTEMPTS:
+                    raise
+
+    def clear_partial(self, name: str) -> None:
+        """The copy of ``name`` is verified, or none of its bytes are under its name."""
+        self.storage.delete(self.marker(name))
+        self._leftovers.discard(self.marker(name).rsplit("/", 1)[1])
+
+    def was_partial(self, name: str) -> bool:
+        """Did a run that was stopped leave a copy of ``name`` unfinished?"""
+        return self.marker(name).rsplit("/", 1)[1] in self._leftovers
+
+    def is_leftover(
+        self, name: str, dest: ObjectInfo, source: Endpoint, source_info: ObjectInfo
+    ) -> bool:
+        """Is the object under ``name`` what a killed copy of the source left: marked as in
+        progress, shorter than the source, and its bytes the source's first bytes? Such a file
+        holds nothing the source does not, and may be replaced."""
+        if not self.was_partial(name) or dest.size >= source_info.size:
+            return False
+        return _md5_of(self, name, None) == _md5_of(source, name, dest.size)
+
+    def open_info(self, name: str) -> tuple[IO[bytes], ObjectInfo | None]:
+        """A stream of the object; FileNotFoundError now, not at the first read, when there is
+        none (some backends open lazily)."""
+        if not self.storage.exists(name):
+            raise FileNotFoundError(f"{name!r} is not in storage {self.alias!r}")
+        return self.open(name), None
+
+    def close(self) -> None:
+        """Close the connections of the instances made for the worker threads."""
+        with self._lock:
+            made, self._made = self._made, []
+        for storage in made:
+            close: Any = getattr(storage, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    close()
 
 
-def write_generic(endpoint: Endpoint, name: str, stream: IO[bytes], *, overwrite: bool) -> Digest:
-    """Any other Django storage: save through its API, refuse a renamed result, hash it back."""
-    from django.core.files import File
-
-    if endpoint.storage.exists(name):
-        if not overwrite:
-            raise Conflict("destination exists")
-        endpoint.storage.delete(name)
-    reader = HashingReader(stream)
-    saved = endpoint.storage.save(name, File(cast(IO[bytes], reader), name=os.path.basename(name)))
-    if saved != name:
-        endpoint.storage.delete(saved)
-        raise Conflict(f"the storage saved the file as {saved!r}, not under its name")
-    for _chunk in iter(lambda: reader.read(CHUNK), b""):  # what the storage left unread
-        pass
-    sent, stored = reader.digest(), endpoint.hash(name)
-    if (stored.size, stored.md5) != (sent.size, sent.md5):
-        endpoint.storage.delete(name)
-        raise VerificationFailed(f"destination MD5 {stored.md5} differs from source {sent.md5}")
-    return sent
+def _md5_of(endpoint: Endpoint, name: str, limit: int | None) -> str:
+    """The MD5 of the object's first ``limit`` bytes (all of them when None), streamed."""
+    md5 = new_md5()
+    left = limit
+    with endpoint.open(name) as stream:
+        while left is None or left > 0:
+            chunk = stream.read(CHUNK if left is None else min(CHUNK, left))
+            if not chunk:
+                break
+            md5.update(chunk)
+            if left is not None:
+                left -= len(chunk)
+    return md5.hexdigest()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,8 @@ class Place:
             )
         if self.kind == "s3":
             return other.path.startswith(self.path)
+        if self.kind == "sftp":
+            return other.path == self.path or other.path.startswith(self.path.rstrip("/") + "/")
         return other.path == self.path
 
     def __str__(self) -> str:
@@ -88,6 +91,10 @@ class Place:
             endpoint, bucket = self.parts
             where = "" if endpoint == "aws" else f" at {endpoint}"
             return f"s3://{bucket}/{self.path}{where}"
+        if self.kind == "sftp":
+            user, host, port = self.parts
+            home = "" if self.path.startswith("/") else "/~/"  # relative to the user's home
+            return f"sftp://{user}@{host}:{port}{home}{self.path}"
         return f"{self.parts[0]} {self.path}"
 
 
@@ -101,6 +108,17 @@ def place_of(endpoint: Endpoint) -> Place:
         prefix = str(getattr(endpoint, "key_prefix", ""))
         return Place("s3", (address, endpoint.bucket), prefix)
     cls = type(storage)
+    if isinstance(getattr(storage, "host", None), str) and hasattr(storage, "root_path"):
+        # An SFTP server (django-storages' SFTPStorage): the login, and the folder, relative to
+        # the user's home unless absolute. Other spellings of one server (a second name, a
+        # chroot) are found by the probe (seen_through_both).
+        params = getattr(storage, "params", None) or {}
+        login = (
+            str(params.get("username") or ""),
+            str(storage.host).lower().rstrip("."),
+            int(params.get("port") or 22),
+        )
+        return Place("sftp", login, posixpath.normpath(str(storage.root_path or ".")))
     options = {
         k: v for k, v in sorted(vars(storage).items()) if not k.startswith("_") and _plain(v)
     }
@@ -160,9 +178,9 @@ def overlap(
 def seen_through_both(source: Endpoint, destination: Endpoint) -> bool | None:
     """Does a marker written through the destination show through the source? Two spellings of
     one place that no comparison of settings can tell apart (``localhost`` and ``127.0.0.1``, a
-    bind mount, a DNS alias) are told apart this way. Local disk and S3 only; the marker is
-    removed. None when the answer is not known (the marker could not be written, or the source
-    would not say whether it sees it)."""
+    bind mount, a DNS alias, an SFTP server over the local folder) are told apart this way. The
+    marker is removed. None when the answer is not known (the marker could not be written, or
+    the source would not say whether it sees it)."""
     marker = f".storage-migrate-probe-{uuid.uuid4().hex}"
     if source.kind == destination.kind == "local":
         dst_root = str(getattr(destination.storage, "location", ""))
@@ -179,6 +197,10 @@ def seen_through_both(source: Endpoint, destination: Endpoint) -> bool | None:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+    if "storage" in (source.kind, destination.kind):
+        from .placeprobe import seen_through_api
+
+        return seen_through_api(source, destination, marker)
     if source.kind == destination.kind == "s3":
         from botocore.exceptions import BotoCoreError, ClientError
 

@@ -1,6 +1,6 @@
 """Copy one file under the same name: read the source while hashing, write the destination
 (S3 through s3write.py; local disk to a temporary name moved into place; any other storage
-through its API), and verify what the destination holds."""
+through its API, genericwrite.py), and verify what the destination holds."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from ..conf import Conf
 from ..errors import RowError, SourceMissing, VerificationFailed
 from ..hashing import Digest
 from .base import Endpoint, ObjectInfo
-from .generic import HashingReader, write_generic
+from .generic import StorageEndpoint
+from .genericwrite import HashingReader, write_generic
 from .local import LocalEndpoint
 from .localwrite import write_local
 from .proof import prove_download
@@ -129,7 +130,10 @@ def _copy_to_storage(
                 dst, name, cast(IO[bytes], reader), overwrite=overwrite, check=check
             )
         else:
-            digest = write_generic(dst, name, cast(IO[bytes], reader), overwrite=overwrite)
+            assert isinstance(dst, StorageEndpoint)
+            size = source_info.size if source_info else None
+            stream_in = cast(IO[bytes], reader)
+            digest = write_generic(dst, name, stream_in, overwrite=overwrite, size=size)
             try:
                 check(digest)
             except RowError:

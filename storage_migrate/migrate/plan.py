@@ -72,7 +72,7 @@ class Planner:
             rows = rows.filter(pk__gte=self.pk_range.low, pk__lte=self.pk_range.high)
         if not self.only_pending:
             return rows
-        recorded = recorded_at(target, self.dst)
+        recorded = recorded_at(target, self.dst, self.src)
         if recorded is None:
             if str(target) not in self.report.walked_whole:
                 self.report.walked_whole.append(str(target))
@@ -220,13 +220,16 @@ def refuse_unsafe_deletes(
         )
 
 
-def recorded_at(target: Target, dst: Endpoint) -> Q | None:
+def recorded_at(target: Target, dst: Endpoint, src: Endpoint | None = None) -> Q | None:
     """The rows whose metadata columns say that their file is at the destination: its bucket
     (empty for local disk) and, where the model has the column, the object key the destination
     keeps the name under. None when the model has no bucket column (an object key alone cannot
-    tell local disk from a bucket without a prefix)."""
+    tell local disk from a bucket without a prefix), and when either storage is neither local
+    disk nor S3 (its rows record an empty bucket and the name, as local disk's do)."""
     columns = target.columns
     if "bucket" not in columns:
+        return None
+    if any(e is not None and e.kind not in ("local", "s3") for e in (dst, src)):
         return None
     recorded = Q(**{columns["bucket"]: dst.bucket})
     if "object_key" in columns:

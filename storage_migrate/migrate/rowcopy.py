@@ -10,6 +10,7 @@ from typing import Any
 
 from ..conf import Conf
 from ..endpoints.base import Endpoint, Fingerprint, ObjectInfo
+from ..endpoints.generic import StorageEndpoint
 from ..endpoints.proof import etag_proves, holds, same_bytes
 from ..endpoints.s3copy import copies_server_side
 from ..endpoints.transfer import start_copy_file
@@ -112,6 +113,7 @@ class RowCopier:
                 else holds(self.dst, row.name, dest, checksum)
             )
         ):
+            self._finished(row)
             return self._result(row, SKIPPED, size=dest.size, md5=checksum, dest=dest)
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
         source = self.src.stat(row.name)
@@ -135,12 +137,21 @@ class RowCopier:
                 )
             if proven:
                 self._unchanged(row, fingerprint)
+                self._finished(row)
                 result = self._result(
                     row, SKIPPED, size=source.size, md5=proven, dest=dest, others=others
                 )
                 result.fingerprint = fingerprint
                 result.dest_proof = destination_proof(self.dst, dest, dest_status)
                 return result
+        if isinstance(self.dst, StorageEndpoint) and self.dst.is_leftover(
+            row.name, dest, self.src, source
+        ):
+            # What a killed run left half written (see StorageEndpoint.is_leftover): nothing of
+            # it is lost when it is replaced.
+            if not self.dry_run:
+                self.dst.storage.delete(row.name)
+            return self._start_copy(row, existed=False, source=source)()
         if not self.overwrite:
             detail = (
                 "destination holds a different object under this name (--overwrite replaces it)"
@@ -148,6 +159,13 @@ class RowCopier:
             conflict = row.problem(CONFLICT, detail, expected=source.size, actual=dest.size)
             return RowResult(row, CONFLICT, problems=[conflict])
         return self._start_copy(row, existed=True, source=source)()
+
+    def _finished(self, row: Row) -> None:
+        """A skip proved the destination's file whole: a killed run's mark of its copy as in
+        progress (taken after the write, before the mark was removed) goes."""
+        dst = self.dst
+        if isinstance(dst, StorageEndpoint) and not self.dry_run and dst.was_partial(row.name):
+            dst.clear_partial(row.name)
 
     def _source_gone(self, row: Row, dest: ObjectInfo) -> RowResult:
         """No source, but an object at the destination: a row migrated by an earlier run whose
@@ -215,7 +233,7 @@ class RowCopier:
                 raise SourceMissing("source file does not exist")
             stored = stored_digest(row, "checksum")
             if (
-                self.src.kind != "local"
+                self.src.kind == "s3"  # elsewhere, the bytes read are taken as the file's
                 and not source.etag_md5
                 and not stored
                 and not stored_others(row)

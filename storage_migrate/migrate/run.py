@@ -156,6 +156,8 @@ class Migration(Planner, Committer):
             self._chunk_size = self._in_flight_per_thread * CHUNK_ROUNDS
             # Room for a second chunk per thread, ready when the first is done.
             window = max(window, 2 * threads * self._chunk_size)
+        for endpoint in (self.src, self.dst):
+            threads = min(threads, endpoint.max_threads or threads)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage-migrate")
         try:
             for row, planned in self._planned_rows():
@@ -212,6 +214,8 @@ class Migration(Planner, Committer):
             if meter is not None:  # the run's so far (every pass of --until-stable)
                 self.report.cost = meter.cost()
             close_engines(self.src, self.dst)
+            self.src.close()
+            self.dst.close()
             if self.ledger is not None:
                 self.ledger.close()
             self.report.finished_at = now()

@@ -112,7 +112,10 @@ class Verification(Checker, Fixer):
         plans = [(target, self.endpoint(target)) for target in self.targets]
         if self.on_start is not None:
             self.on_start(sum(self._count(t) for t in self.targets))
-        pool = ThreadPoolExecutor(self.conf.WORKERS, thread_name_prefix="verify-files")
+        threads = self.conf.WORKERS
+        for _target, endpoint in plans:
+            threads = min(threads, endpoint.max_threads or threads)
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="verify-files")
         futures: set[Future[CheckResult]] = set()
         try:
             for target, endpoint in plans:
@@ -155,6 +158,8 @@ class Verification(Checker, Fixer):
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            for _target, endpoint in plans:
+                endpoint.close()
             self.report.finished_at = now()
         return self.report
 
