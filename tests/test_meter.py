@@ -8,13 +8,16 @@ import threading
 import time
 from io import StringIO
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from storage_migrate import migrate_storage
+from storage_migrate.endpoints.native import NativePut
 from storage_migrate.meter import CLASS_A, CLASS_B, Meter, Throttle, add_costs, request_class
+from tests.conftest import reset_storages
 from tests.helpers import MiB, make
 
 pytestmark = pytest.mark.django_db
@@ -100,12 +103,26 @@ def test_max_requests_is_a_ceiling(s3_bucket: str) -> None:
     assert cost["max_requests"] == 10 and cost["seconds_held_back"] > 0
 
 
-def test_max_rate_is_a_ceiling_for_the_native_engine_too(s3_bucket: str) -> None:
+def test_max_rate_is_a_ceiling_for_the_native_engine_too(
+    s3_endpoint: str, http_bucket: str, settings: Any
+) -> None:
+    """Over HTTP (moto's server), where the native engine sends the single PUTs itself."""
+    settings.AWS_S3_ENDPOINT_URL, settings.AWS_STORAGE_BUCKET_NAME = s3_endpoint, http_bucket
+    reset_storages()
     for number in range(4):
-        make(f"docs/m{number}.bin", os.urandom(500_000))  # single PUTs, native where it serves
+        make(f"docs/m{number}.bin", os.urandom(500_000))
+    sent: list[int] = []
+    original = NativePut.start
+
+    def start(self: NativePut, key: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(1)
+        return original(self, key, *args, **kwargs)
+
     started = time.monotonic()
-    report = migrate_storage(to="s3", max_rate=1.0)
+    with mock.patch.object(NativePut, "start", start):
+        report = migrate_storage(to="s3", max_rate=1.0)
     elapsed = time.monotonic() - started
+    assert len(sent) == 4  # every file went through the native engine
     assert (report.copied, list(report.problems)) == (4, [])
     # 2 MB at 1 MB a second, after a quarter second of credit.
     assert elapsed >= 2.0 - 0.25 - 0.5, elapsed
