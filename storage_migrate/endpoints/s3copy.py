@@ -127,6 +127,10 @@ def _precondition_failed(exc: Any) -> bool:
     return status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict")
 
 
+class StreamInstead(Exception):
+    """This object cannot be copied inside the store: its bytes are streamed instead."""
+
+
 class ServerCopy:
     """One object copied inside the store, from ``src`` to ``dst`` under the same name."""
 
@@ -149,6 +153,9 @@ class ServerCopy:
         self.params = self.engine.write_params(self.key, content_type)
         self.copy_source = {"Bucket": src.bucket, "Key": src.key(name)}
         self.written = ""  # the ETag of the object this copy made
+        # An answer said the copy is encrypted with KMS or a customer key (a bucket's default
+        # encryption the settings do not tell): none of its ETags is then an MD5.
+        self.encrypted = False
 
     def run(self) -> tuple[Digest, ObjectInfo]:
         """Copy, prove, and return the bytes' digest and the verified destination object; raises
@@ -165,7 +172,14 @@ class ServerCopy:
             "CopySourceIfMatch": f'"{source.etag}"',
             **{f"CopySource{k}": v for k, v in self.src.read_params.items()},
         }
-        if source.size > self.conf.COPY_CUTOFF:
+        parts = source.size > self.conf.COPY_CUTOFF
+        if parts and not self.support.part_copy:
+            # UploadPartCopy answers without the part's ETag (`rclone serve s3`): no part can be
+            # joined. One CopyObject takes up to 5 GB; a larger object is streamed instead.
+            if source.size > MAX_PART:
+                raise StreamInstead("the store does not copy parts and the object is over 5 GB")
+            parts = False
+        if parts:
             etag, _parts = self._multipart(params, self._part_size(source))
             self.written = etag
             md5 = self._prove_parts(etag)
@@ -205,17 +219,25 @@ class ServerCopy:
             **params,
             **({"IfNoneMatch": "*"} if conditional else {}),
         )
+        self._note(response)
         result = response.get("CopyObjectResult") or {}
         etag = normalize_etag(result.get("ETag"))
         if not etag:
             raise VerificationFailed("the store answered CopyObject without an ETag")
-        encrypted = str(response.get("ServerSideEncryption", "")).startswith("aws:kms")
-        return etag, md5_from_etag(etag, self._plain and not encrypted)
+        return etag, md5_from_etag(etag, self._plain)
+
+    def _note(self, response: Any) -> None:
+        """Remember an answer that says the copy is encrypted (its ETag is then no MD5)."""
+        if str(response.get("ServerSideEncryption", "")).startswith("aws:kms") or response.get(
+            "SSECustomerAlgorithm"
+        ):
+            self.encrypted = True
 
     @property
     def _plain(self) -> bool:
-        """Are the destination's ETags MD5s (no KMS or customer keys in its settings)?"""
-        return self.dst.etag_is_md5
+        """Are the copy's ETags MD5s (no KMS or customer keys in the destination's settings,
+        nor in any answer about this copy)?"""
+        return self.dst.etag_is_md5 and not self.encrypted
 
     def _part_size(self, source: ObjectInfo) -> int:
         """The source's own part layout where it has one (the copy's ETag is then the source's),
@@ -257,6 +279,7 @@ class ServerCopy:
                     **sse,
                     **extra,
                 )
+                self._note(response)
                 etag = normalize_etag(response.get("CopyPartResult", {}).get("ETag"))
                 if not etag:
                     raise VerificationFailed("the store answered UploadPartCopy without an ETag")
@@ -287,6 +310,7 @@ class ServerCopy:
             with contextlib.suppress(Exception):  # else its parts are left to a lifecycle rule
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             raise
+        self._note(response)
         etag = normalize_etag(response.get("ETag"))
         if not etag or response.get("Key", key) != key:
             raise VerificationFailed("the store answered CompleteMultipartUpload without an ETag")
@@ -328,12 +352,10 @@ class ServerCopy:
         return self._read_proof(copied)
 
     def _prove_parts(self, etag: str) -> str:
-        """A multipart copy in the source's layout has the source's ETag: the two hold the same
-        parts. Its MD5 is then the row's checksum; without one, the destination is read."""
-        source = self.source
-        same = self._plain and self.src.etag_is_md5 and not source.encrypted
-        if same and etag == source.etag and multipart_parts(etag) and self.stored_md5:
-            return self.stored_md5
+        """A copy in parts: its ETag (the source's, in the source's layout) proves the bytes
+        equal but tells no MD5, and the row's checksum is what the MD5 must be compared with,
+        never taken for it (a stale one is a checksum_mismatch, as a streamed copy reports):
+        the destination is read once, in the source's layout."""
         return self._read_proof(None)
 
     def _read_proof(self, copied: str | None) -> str:
@@ -351,7 +373,8 @@ class ServerCopy:
             proven = False
         if not proven:
             self._remove_ours()
-            if source.etag_md5 or layout is not None or self.stored_md5:
+            now = src.stat(self.name)
+            if source.etag_md5 or layout is not None or self.stored_md5 or self._changed(now):
                 raise VerificationFailed(
                     "the server-side copy does not hold the source's bytes (the source changed "
                     "during the copy?); the copy was removed (run again)"
@@ -363,14 +386,19 @@ class ServerCopy:
             )
         return digest.md5
 
+    def _changed(self, now: ObjectInfo | None) -> bool:
+        """Is the source no longer the version headed before the copy?"""
+        return now is None or (now.size, now.etag) != (self.source.size, self.source.etag)
+
     def _remove_ours(self) -> None:
         """Remove the copy just made: never with --overwrite (the object replaced is gone
-        either way, and a row may point at the name), never another writer's object."""
-        if self.overwrite:
+        either way, and a row may point at the name), never another writer's object (the
+        delete is conditional on our copy's ETag where the store honours If-Match)."""
+        if self.overwrite or not self.written:
             return
         current = self.dst.stat(self.name)
         if current is not None and current.etag == self.written:
-            self.dst.delete(self.name)
+            self.dst.remove_if_unchanged(self.name, (current.size, current.etag))
 
 
 def copy_server_side(
