@@ -114,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
                 del self.headers["If-None-Match"]
         copy_answer = None
         # Not to the preflight's scratch objects: to the copies of files.
-        if "x-amz-copy-source" in self.headers and "storage-migrate-probe" not in self.path:
+        if "x-amz-copy-source" in self.headers and "storage-migrate-copy-probe" not in self.path:
             with self.server.lock:
                 self.server.copies += 1
                 if self.server.copy_answers:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
+from botocore.exceptions import ClientError
 
 from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage
@@ -21,8 +23,10 @@ from storage_migrate.endpoints import s3copy
 from storage_migrate.endpoints.s3 import S3Endpoint
 from storage_migrate.endpoints.s3write import S3Engine
 from storage_migrate.testing import s3_client
-from tests.conftest import reset_storages
+from tests.conftest import BOTH_SERVERS, ManagePy, reset_storages
 from tests.helpers import MiB, kinds, md5, s3_bytes, s3_keys
+from tests.test_migrate_e2e import make_row
+from tests.test_migrate_kill import rows_pointing_at, run_until
 from tests.test_server_side import (
     NEW,
     multipart_source,
@@ -31,6 +35,7 @@ from tests.test_server_side import (
     to_s3,
     two_buckets,
 )
+from tests.test_server_side_e2e import run
 
 __all__ = ["no_downloads", "two_buckets"]  # fixtures
 
@@ -509,3 +514,81 @@ def test_a_dry_run_predicts_a_stale_checksum_of_a_multipart_source(
     assert (problem.expected, problem.actual) == (stale, md5(data))
     row.refresh_from_db()
     assert (row.bucket, row.checksum) == (NEW, stale)  # kept, as a streamed copy keeps it
+
+
+# --- killed mid-run (manage.py, both servers) -----------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@BOTH_SERVERS
+def test_killed_mid_copy_then_converges(
+    manage_py: ManagePy, media_root: Path, s3_endpoint: str, http_bucket: str, s3_kind: str
+) -> None:
+    """Large objects copied in parts (a small COPY_CUTOFF), manage.py SIGKILLed while parts are
+    copied and after a first commit: no row ever points at an object that does not hold its
+    bytes, a re-run finishes every row server-side or as a skip, and no multipart upload is
+    left (rclone serve s3 copies no parts: it copies each in one CopyObject)."""
+    sources: dict[int, str] = {}
+    for i in range(6):
+        data = os.urandom(12 * MiB + i)
+        row = make_row(media_root, f"clip {i} + 100%.mp4", data)
+        sources[row.pk] = md5(data)
+    status, first, stderr = run(manage_py, "--to", "s3")
+    assert (status, first["totals"]["copied"]) == (0, 6), stderr
+    new = f"new-{uuid.uuid4().hex[:12]}"
+    client = s3_client(s3_endpoint)
+    client.create_bucket(Bucket=new)
+    env = {
+        **manage_py.env,
+        "NEW_AWS_STORAGE_BUCKET_NAME": new,
+        "STORAGE_MIGRATE_COPY_CUTOFF": str(5 * MiB),
+    }
+    manage_py.env = env
+    args = ["migrate_storage", "--from", "s3", "--to", "s3_new", "--no-progress"]
+    args += ["--workers", "2", "--batch-size", "2"]
+
+    def uploads() -> list[Any]:
+        try:
+            return list(client.list_multipart_uploads(Bucket=new).get("Uploads", []))
+        except ClientError:  # rclone: NoSuchUpload when there are none
+            return []
+
+    def probing() -> bool:  # a scratch object or upload of the copy probe is there
+        listed = client.list_objects_v2(Bucket=new).get("Contents", [])
+        keys = [o["Key"] for o in listed] + [u["Key"] for u in uploads()]
+        return any(s3copy.PROBE in key for key in keys)
+
+    def parts_in_flight() -> bool:
+        return any(s3copy.PROBE not in u["Key"] for u in uploads())
+
+    def first_commit() -> bool:
+        return len(rows_pointing_at(new)) > 0
+
+    killed = []
+    for moment in (probing, parts_in_flight, first_commit):
+        killed.append(run_until(env, args, moment))
+        for pk, key in rows_pointing_at(new).items():
+            body = client.get_object(Bucket=new, Key=key)["Body"].read()
+            assert md5(body) == sources[pk], f"row {pk} points at bad bytes"
+    if s3_kind == "moto":  # rclone copies no parts
+        assert killed[1], "the run finished before its parts were copied"
+    status, report, stderr = run(manage_py, "--from", "s3", "--to", "s3_new")
+    assert status == 0, stderr
+    assert report["problems"] == []
+    totals = report["totals"]
+    assert totals["copied"] == totals["copied_server_side"]
+    assert totals["copied"] + totals["skipped"] == 6
+    assert set(rows_pointing_at(new)) == set(sources)
+    for row in FileManager.objects.all():
+        assert row.checksum == sources[row.pk]
+        body = client.get_object(Bucket=new, Key=str(row.object_key))["Body"].read()
+        assert md5(body) == sources[row.pk]
+    assert uploads() == []
+    # Nothing but the rows' objects: no scratch object of the probe, no half copy.
+    listed = client.list_objects_v2(Bucket=new).get("Contents", [])
+    assert sorted(o["Key"] for o in listed) == sorted(
+        str(r.object_key) for r in FileManager.objects.all()
+    )
+    verified = manage_py("verify_files", "--storage", "s3_new", "--no-progress")
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -25,6 +25,9 @@ from .s3write import S3Engine, _engine
 
 MAX_PARTS = 10_000
 MAX_PART = 5 * 1024 * MiB  # S3's largest part (and largest CopyObject)
+# The names of the copy probe's scratch objects, under the destination's prefix (not the
+# preflight's: a marker that tells two aliases apart is never tidied away by another run).
+PROBE = ".storage-migrate-copy-probe-"
 
 
 def copies_server_side(src: Endpoint, dst: Endpoint, conf: Conf) -> bool:
@@ -69,7 +72,8 @@ def _probe(dst: S3Endpoint) -> CopySupport:
     from botocore.exceptions import BotoCoreError, ClientError
 
     client, bucket = dst.client, dst.bucket
-    base = f"{dst.key_prefix}.storage-migrate-probe-{uuid.uuid4().hex}"
+    _tidy_probes(dst)
+    base = f"{dst.key_prefix}{PROBE}{uuid.uuid4().hex}"
     a, b = f"{base}-a", f"{base}-b"
     params = dst.probe_params(a)
     source: Any = {"Bucket": bucket, "Key": a}
@@ -108,6 +112,25 @@ def _probe(dst: S3Endpoint) -> CopySupport:
             with contextlib.suppress(ClientError, BotoCoreError):
                 client.delete_object(Bucket=bucket, Key=key)
     return support
+
+
+def _tidy_probes(dst: S3Endpoint) -> None:
+    """Remove what a run killed during its probe left (scratch objects, a multipart upload):
+    the names are this probe's own. One of a run probing at this very moment may go too; its
+    probe then finds less support than there is (a 404 is never a 412), never more."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client, bucket, prefix = dst.client, dst.bucket, f"{dst.key_prefix}{PROBE}"
+    with contextlib.suppress(ClientError, BotoCoreError):
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=100)
+        for entry in listed.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=entry["Key"])
+    with contextlib.suppress(ClientError, BotoCoreError):  # rclone: NoSuchUpload when none
+        uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix, MaxUploads=100)
+        for upload in uploads.get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
 
 
 def _refused(call: Any) -> bool:
@@ -260,7 +283,8 @@ class ServerCopy:
         else:
             ranges = [(a, min(a + part_size, size) - 1) for a in range(0, size, part_size)]
         create = {k: v for k, v in params.items() if k != "MetadataDirective"}
-        if len(ranges) > 1:  # a one-part copy's leftover is one object's worth: left to a rule
+        if part_size is not None:  # above COPY_CUTOFF (even as one part: a part size over
+            # the object's); a small object's one-part copy is left to a lifecycle rule
             self.engine.abort_leftovers(key)
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
         sse = {k: v for k, v in params.items() if k.startswith("SSECustomer")}
