@@ -39,6 +39,7 @@ class FaultyProxy(ThreadingHTTPServer):
         conditional: str = "honour",
         flip_gets: bool = False,
         copy_answers: tuple[str, ...] = (),
+        complete_answers: tuple[str, ...] = (),
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         split = urlsplit(upstream)
@@ -54,8 +55,13 @@ class FaultyProxy(ThreadingHTTPServer):
         self.flipped = 0
         # Answers to the next server-side copies (CopyObject, UploadPartCopy), one each, as S3
         # can give them: "error_in_200" (a 200 whose body is an error: nothing was copied) or
-        # "no_etag" (the copy was made; its 200 answer has no ETag in it).
+        # "no_etag" (the copy was made; its 200 answer has no ETag in it), "lost_answer" (the
+        # copy was made; the connection drops before its answer) or "precondition_failed" (a
+        # 412 without asking the server: what a store that honours If-None-Match answers to a
+        # retried copy whose first answer was lost).
         self.copy_answers = list(copy_answers)
+        # The same for the next completions of multipart uploads (POST ?uploadId=).
+        self.complete_answers = list(complete_answers)
         self.copies = 0
         self.answered = 0  # bytes of the answers' bodies sent to the client
         self.random = random.Random(seed)
@@ -103,13 +109,27 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if self.server.conditional == "ignore":
                 del self.headers["If-None-Match"]
+            # A store that honours If-None-Match on PUT and completions, not on CopyObject.
+            if self.server.conditional == "ignore_on_copy" and "x-amz-copy-source" in self.headers:
+                del self.headers["If-None-Match"]
         copy_answer = None
         # Not to the preflight's scratch objects: to the copies of files.
-        if "x-amz-copy-source" in self.headers and "storage-migrate-probe" not in self.path:
+        if "x-amz-copy-source" in self.headers and "storage-migrate-copy-probe" not in self.path:
             with self.server.lock:
                 self.server.copies += 1
                 if self.server.copy_answers:
                     copy_answer = self.server.copy_answers.pop(0)
+        elif self.command == "POST" and "uploadId=" in self.path:
+            with self.server.lock:
+                if self.server.complete_answers:
+                    copy_answer = self.server.complete_answers.pop(0)
+        if copy_answer == "precondition_failed":
+            self._error(
+                412,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            )
+            return
         if copy_answer == "error_in_200":
             self._answer_200(
                 b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
@@ -131,7 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
             data = response.read()
         finally:
             upstream.close()
-        if fault == "lost_answer":  # the server acted; the client never hears of it
+        if fault == "lost_answer" or copy_answer == "lost_answer":  # the server acted; the
+            # client never hears of it
             self._drop()
             return
         if copy_answer == "no_etag" and response.status == 200:
@@ -216,9 +237,12 @@ def faulty_proxy(
     conditional: str = "honour",
     flip_gets: bool = False,
     copy_answers: tuple[str, ...] = (),
+    complete_answers: tuple[str, ...] = (),
 ) -> Iterator[FaultyProxy]:
     """Run the proxy in a thread for the duration of the block."""
-    proxy = FaultyProxy(upstream, rate, seed, check_md5, conditional, flip_gets, copy_answers)
+    proxy = FaultyProxy(
+        upstream, rate, seed, check_md5, conditional, flip_gets, copy_answers, complete_answers
+    )
     thread = threading.Thread(target=proxy.serve_forever, daemon=True)
     thread.start()
     try:

@@ -256,6 +256,13 @@ STORAGE_MIGRATE = {
     ),
     # "auto" (the native engine where it can serve the storage), "native" or "boto3".
     "ENGINE": config("STORAGE_MIGRATE_ENGINE", default="auto"),
+    # Server-side copies (two S3 storages on one store) above this size go in parts.
+    "COPY_CUTOFF": env(
+        "STORAGE_MIGRATE_COPY_CUTOFF",
+        4710 * 1024 * 1024,
+        int,
+        "a whole number of bytes from 5 MiB to 5 GiB, such as 4938792960 for 4710 MiB",
+    ),
 }
 
 # --- Celery (the celery extra: migrate_storage --enqueue) ---------------------------------------

@@ -25,6 +25,9 @@ from .s3write import S3Engine, _engine
 
 MAX_PARTS = 10_000
 MAX_PART = 5 * 1024 * MiB  # S3's largest part (and largest CopyObject)
+# The names of the copy probe's scratch objects, under the destination's prefix (not the
+# preflight's: a marker that tells two aliases apart is never tidied away by another run).
+PROBE = ".storage-migrate-copy-probe-"
 
 
 def copies_server_side(src: Endpoint, dst: Endpoint, conf: Conf) -> bool:
@@ -69,7 +72,8 @@ def _probe(dst: S3Endpoint) -> CopySupport:
     from botocore.exceptions import BotoCoreError, ClientError
 
     client, bucket = dst.client, dst.bucket
-    base = f"{dst.key_prefix}.storage-migrate-probe-{uuid.uuid4().hex}"
+    _tidy_probes(dst)
+    base = f"{dst.key_prefix}{PROBE}{uuid.uuid4().hex}"
     a, b = f"{base}-a", f"{base}-b"
     params = dst.probe_params(a)
     source: Any = {"Bucket": bucket, "Key": a}
@@ -110,6 +114,25 @@ def _probe(dst: S3Endpoint) -> CopySupport:
     return support
 
 
+def _tidy_probes(dst: S3Endpoint) -> None:
+    """Remove what a run killed during its probe left (scratch objects, a multipart upload):
+    the names are this probe's own. One of a run probing at this very moment may go too; its
+    probe then finds less support than there is (a 404 is never a 412), never more."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client, bucket, prefix = dst.client, dst.bucket, f"{dst.key_prefix}{PROBE}"
+    with contextlib.suppress(ClientError, BotoCoreError):
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=100)
+        for entry in listed.get("Contents", []):
+            client.delete_object(Bucket=bucket, Key=entry["Key"])
+    with contextlib.suppress(ClientError, BotoCoreError):  # rclone: NoSuchUpload when none
+        uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix, MaxUploads=100)
+        for upload in uploads.get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+
+
 def _refused(call: Any) -> bool:
     """Was the request refused for its precondition (412)? Written: the header was ignored."""
     from botocore.exceptions import ClientError
@@ -125,6 +148,10 @@ def _precondition_failed(exc: Any) -> bool:
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict")
+
+
+class StreamInstead(Exception):
+    """This object cannot be copied inside the store: its bytes are streamed instead."""
 
 
 class ServerCopy:
@@ -149,6 +176,9 @@ class ServerCopy:
         self.params = self.engine.write_params(self.key, content_type)
         self.copy_source = {"Bucket": src.bucket, "Key": src.key(name)}
         self.written = ""  # the ETag of the object this copy made
+        # An answer said the copy is encrypted with KMS or a customer key (a bucket's default
+        # encryption the settings do not tell): none of its ETags is then an MD5.
+        self.encrypted = False
 
     def run(self) -> tuple[Digest, ObjectInfo]:
         """Copy, prove, and return the bytes' digest and the verified destination object; raises
@@ -165,7 +195,14 @@ class ServerCopy:
             "CopySourceIfMatch": f'"{source.etag}"',
             **{f"CopySource{k}": v for k, v in self.src.read_params.items()},
         }
-        if source.size > self.conf.COPY_CUTOFF:
+        parts = source.size > self.conf.COPY_CUTOFF
+        if parts and not self.support.part_copy:
+            # UploadPartCopy answers without the part's ETag (`rclone serve s3`): no part can be
+            # joined. One CopyObject takes up to 5 GB; a larger object is streamed instead.
+            if source.size > MAX_PART:
+                raise StreamInstead("the store does not copy parts and the object is over 5 GB")
+            parts = False
+        if parts:
             etag, _parts = self._multipart(params, self._part_size(source))
             self.written = etag
             md5 = self._prove_parts(etag)
@@ -206,17 +243,25 @@ class ServerCopy:
             **params,
             **({"IfNoneMatch": "*"} if conditional else {}),
         )
+        self._note(response)
         result = response.get("CopyObjectResult") or {}
         etag = normalize_etag(result.get("ETag"))
         if not etag:
             raise VerificationFailed("the store answered CopyObject without an ETag")
-        encrypted = str(response.get("ServerSideEncryption", "")).startswith("aws:kms")
-        return etag, md5_from_etag(etag, self._plain and not encrypted)
+        return etag, md5_from_etag(etag, self._plain)
+
+    def _note(self, response: Any) -> None:
+        """Remember an answer that says the copy is encrypted (its ETag is then no MD5)."""
+        if str(response.get("ServerSideEncryption", "")).startswith("aws:kms") or response.get(
+            "SSECustomerAlgorithm"
+        ):
+            self.encrypted = True
 
     @property
     def _plain(self) -> bool:
-        """Are the destination's ETags MD5s (no KMS or customer keys in its settings)?"""
-        return self.dst.etag_is_md5
+        """Are the copy's ETags MD5s (no KMS or customer keys in the destination's settings,
+        nor in any answer about this copy)?"""
+        return self.dst.etag_is_md5 and not self.encrypted
 
     def _part_size(self, source: ObjectInfo) -> int:
         """The source's own part layout where it has one (the copy's ETag is then the source's),
@@ -239,7 +284,8 @@ class ServerCopy:
         else:
             ranges = [(a, min(a + part_size, size) - 1) for a in range(0, size, part_size)]
         create = {k: v for k, v in params.items() if k != "MetadataDirective"}
-        if len(ranges) > 1:  # a one-part copy's leftover is one object's worth: left to a rule
+        if part_size is not None:  # above COPY_CUTOFF (even as one part: a part size over
+            # the object's); a small object's one-part copy is left to a lifecycle rule
             self.engine.abort_leftovers(key)
         upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
         sse = {k: v for k, v in params.items() if k.startswith("SSECustomer")}
@@ -259,6 +305,7 @@ class ServerCopy:
                     **sse,
                     **extra,
                 )
+                self._note(response)
                 etag = normalize_etag(response.get("CopyPartResult", {}).get("ETag"))
                 if not etag:
                     raise VerificationFailed("the store answered UploadPartCopy without an ETag")
@@ -289,6 +336,7 @@ class ServerCopy:
             with contextlib.suppress(Exception):  # else its parts are left to a lifecycle rule
                 client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
             raise
+        self._note(response)
         etag = normalize_etag(response.get("ETag"))
         if not etag or response.get("Key", key) != key:
             raise VerificationFailed("the store answered CompleteMultipartUpload without an ETag")
@@ -335,12 +383,10 @@ class ServerCopy:
         return self._read_proof(copied)
 
     def _prove_parts(self, etag: str) -> str:
-        """A multipart copy in the source's layout has the source's ETag: the two hold the same
-        parts. Its MD5 is then the row's checksum; without one, the destination is read."""
-        source = self.source
-        same = self._plain and self.src.etag_is_md5 and not source.encrypted
-        if same and etag == source.etag and multipart_parts(etag) and self.stored_md5:
-            return self.stored_md5
+        """A copy in parts: its ETag (the source's, in the source's layout) proves the bytes
+        equal but tells no MD5, and the row's checksum is what the MD5 must be compared with,
+        never taken for it (a stale one is a checksum_mismatch, as a streamed copy reports):
+        the destination is read once, in the source's layout."""
         return self._read_proof(None)
 
     def _read_proof(self, copied: str | None) -> str:
@@ -358,7 +404,8 @@ class ServerCopy:
             proven = False
         if not proven:
             self._remove_ours()
-            if source.etag_md5 or layout is not None or self.stored_md5:
+            now = src.stat(self.name)
+            if source.etag_md5 or layout is not None or self.stored_md5 or self._changed(now):
                 raise VerificationFailed(
                     "the server-side copy does not hold the source's bytes (the source changed "
                     "during the copy?); the copy was removed (run again)"
@@ -370,14 +417,19 @@ class ServerCopy:
             )
         return digest.md5
 
+    def _changed(self, now: ObjectInfo | None) -> bool:
+        """Is the source no longer the version headed before the copy?"""
+        return now is None or (now.size, now.etag) != (self.source.size, self.source.etag)
+
     def _remove_ours(self) -> None:
         """Remove the copy just made: never with --overwrite (the object replaced is gone
-        either way, and a row may point at the name), never another writer's object."""
-        if self.overwrite:
+        either way, and a row may point at the name), never another writer's object (the
+        delete is conditional on our copy's ETag where the store honours If-Match)."""
+        if self.overwrite or not self.written:
             return
         current = self.dst.stat(self.name)
         if current is not None and current.etag == self.written:
-            self.dst.delete(self.name)
+            self.dst.remove_if_unchanged(self.name, (current.size, current.etag))
 
 
 def copy_server_side(

@@ -18,7 +18,7 @@ from .local import LocalEndpoint
 from .localwrite import write_local
 from .proof import prove_download
 from .s3 import S3Endpoint
-from .s3copy import copy_server_side
+from .s3copy import StreamInstead, copy_server_side
 from .s3write import start_write_s3
 from .sources import _check_source, load_source, source_layout
 
@@ -59,15 +59,30 @@ def start_copy_file(
         assert isinstance(src, S3Endpoint) and isinstance(dst, S3Endpoint)
 
         def inside() -> Copied:
-            digest, info, adopted = copy_server_side(
-                src,
-                dst,
-                name,
-                conf,
-                content_type=content_type,
-                overwrite=overwrite,
-                stored_md5=stored_md5,
-            )
+            try:
+                digest, info, adopted = copy_server_side(
+                    src,
+                    dst,
+                    name,
+                    conf,
+                    content_type=content_type,
+                    overwrite=overwrite,
+                    stored_md5=stored_md5,
+                )
+            except StreamInstead:
+                return start_copy_file(
+                    src,
+                    dst,
+                    name,
+                    conf=conf,
+                    content_type=content_type,
+                    overwrite=overwrite,
+                    existed=existed,
+                    source_info=source_info,
+                    stored_md5=stored_md5,
+                    also=also,
+                    stored_others=stored_others,
+                )()
             return Copied(digest, info, adopted, server_side=True)
 
         return inside

@@ -24,6 +24,8 @@ def predict_copy(src: Endpoint, dst: Endpoint, conf: Conf, size: int, server_sid
             meter.predict("UploadPartCopy", parts)
             meter.predict("HeadObject")  # the name still free before the parts are joined
             meter.predict("CompleteMultipartUpload")
+            # The copy is read once, so that its MD5 is known (and compared with the row's).
+            meter.predict("GetObject", received=size)
         else:
             meter.predict("CopyObject")
         meter.predict("HeadObject", 0, in_store=size)

@@ -264,7 +264,7 @@ class RowCopier:
                 copied_bytes=source.size,
                 others=others,
             )
-            result.server_side = self.server_side
+            result.server_side = self._inside(row)
             return lambda: result
         fingerprint = self.src.fingerprint(row.name) if self._fingerprint else None
         waiting = start_copy_file(
@@ -279,7 +279,7 @@ class RowCopier:
             stored_md5=stored_digest(row, "checksum") or None,
             also=row.target.others,
             stored_others=stored_others(row),
-            server_side=self.server_side,
+            server_side=self._inside(row),
         )
 
         def finish() -> RowResult:
@@ -307,6 +307,12 @@ class RowCopier:
             return result
 
         return finish
+
+    def _inside(self, row: Row) -> bool:
+        """Is this row's copy made inside the store? Not where its model keeps a SHA-1 or
+        SHA-256 (Wagtail's file_hash): those are hashed from the bytes as they are streamed,
+        as the dry run that predicts them reads them."""
+        return self.server_side and not row.target.others
 
     def _result(
         self,
