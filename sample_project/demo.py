@@ -126,6 +126,19 @@ def steps(count: int, large: int, missing: int) -> list[Step]:
             "production, with --min-age 7d) every other file would be.",
             env=(("USE_S3_STORAGE", "True"),),
         ),
+        Step(
+            "Later, to another bucket on the same store: the copies would stay inside it "
+            "(server-side), and the dry run prices the move",
+            [
+                *["migrate_storage", "--from", "s3", "--to", "s3_new"],
+                *["--dry-run", "--create-bucket", *progress],
+            ],
+            expect=problem,
+            why=f"Exit status 1, as expected: {lost} is still missing. Nothing was copied or "
+            "created: a real run would copy every other file inside the store, none of its "
+            "bytes through this machine.",
+            env=(("USE_S3_STORAGE", "True"), ("NEW_AWS_STORAGE_BUCKET_NAME", f"{BUCKET}-eu")),
+        ),
     ]
 
 

@@ -86,11 +86,21 @@ def test_a_file_is_served_from_each_side_during_a_half_finished_move(
     assert "stable after 2 passes" in out[out.index("[5]") : out.index("[6]")]
 
 
+def test_a_move_to_another_bucket_would_stay_inside_the_store(
+    demo: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    later = demo[0].stdout[demo[0].stdout.index("[9]") :]
+    assert "s3 -> s3_new: Dry run: would copy 39 files" in later
+    assert "39 server-side, 0 streamed" in later
+    assert "A real run would send about" in later
+    assert "0 B sent, 0 B received" in later  # no byte through this machine
+
+
 def test_the_purge_dry_run_lists_and_deletes_nothing(
     demo: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
     result, workdir = demo
-    purge = result.stdout[result.stdout.index("[8]") :]
+    purge = result.stdout[result.stdout.index("[8]") : result.stdout.index("[9]")]
     assert "Dry run: would delete 39 files" in purge
     assert re.search(r"not_recorded +core\.FileManager pk=40 ", purge)
     assert len([p for p in (workdir / "media").rglob("*") if p.is_file()]) == 39
@@ -131,9 +141,10 @@ def test_the_planted_missing_file_is_reported_and_explained(
     result, workdir = demo
     out = result.stdout
     assert "--missing 1" in out
-    assert out.count("1 problem (1 missing)") == 3  # both migrations and the verification
+    # Both migrations, the verification, and the dry run to another bucket.
+    assert out.count("1 problem (1 missing)") == 4
     assert re.search(r"missing +core\.FileManager pk=40 '.+': source file does not exist", out)
-    assert out.count("Exit status 1") == 4  # and the purge's dry run keeps the row's file
+    assert out.count("Exit status 1") == 5  # and the purge's dry run keeps the row's file
     assert "reported as missing and its row is left as it was" in out
     files = [p for p in (workdir / "media").rglob("*") if p.is_file()]
     assert len(files) == 39
