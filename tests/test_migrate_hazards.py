@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 
 from core.models import FileManager
 from storage_migrate import migrate_storage, verify_files
@@ -560,3 +561,22 @@ def test_a_commit_the_database_keeps_refusing_is_an_error_not_a_crash(
         row.refresh_from_db()
         assert row.bucket == ""
         assert (media_root / row.file.name).exists()  # nothing deleted
+
+
+def test_a_storage_whose_files_live_in_its_instance_is_shared_by_the_threads(
+    settings: Any,
+) -> None:
+    """Rebuilt per thread, an InMemoryStorage would take the copies into throwaway instances:
+    rows would point at files that are nowhere. Every copy must be in the alias's instance."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "memory": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    }
+    reset_storages()
+    rows = [make(f"m/{n}.txt", f"file {n}".encode()) for n in range(20)]
+    report = migrate_storage(to="memory", source="local", workers=8)
+    assert (report.copied, report.problems) == (20, [])
+    memory = storages["memory"]
+    for row in rows:
+        with memory.open(str(row.file.name)) as f:
+            assert f.read() == f"file {row.file.name.split('/')[-1][:-4]}".encode()

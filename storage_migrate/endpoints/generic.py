@@ -31,11 +31,24 @@ MARKERS = ".storage-migrate-partial"
 SAVE_ATTEMPTS = 3
 
 
+# Storages that hold one connection per instance, which threads must not share: each worker
+# thread gets its own instance. Any other storage is shared as it is: one whose files live in
+# the instance (InMemoryStorage, or a storage of your own) would otherwise be written into a
+# throwaway copy, and a row pointed at a file that is nowhere.
+PER_THREAD = frozenset(
+    {
+        "storages.backends.sftpstorage.SFTPStorage",
+        "storages.backends.ftp.FTPStorage",
+    }
+)
+
+
 def rebuild(storage: Storage) -> Storage | None:
     """A new instance of a storage with its constructor's arguments (Django storages are
-    deconstructible), or None when it cannot be rebuilt."""
+    deconstructible), for the storages of PER_THREAD; None for any other."""
     deconstruct = getattr(storage, "deconstruct", None)
-    if deconstruct is None:
+    kind = type(storage)
+    if deconstruct is None or f"{kind.__module__}.{kind.__qualname__}" not in PER_THREAD:
         return None
     path, args, kwargs = deconstruct()
     cls = import_string(path)
@@ -45,7 +58,8 @@ def rebuild(storage: Storage) -> Storage | None:
 class StorageEndpoint(Endpoint):
     """Any Django storage that is neither local disk nor S3. A Storage is not promised to be
     thread-safe (one paramiko SFTP session shared by threads mixes up their answers and hangs):
-    each worker thread gets its own instance, rebuilt from the storage's deconstruct()."""
+    each worker thread gets its own instance of the storages that hold a connection
+    (PER_THREAD), rebuilt from the storage's deconstruct()."""
 
     max_threads = GENERIC_THREADS
 
