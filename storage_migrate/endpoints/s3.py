@@ -185,9 +185,13 @@ class S3Endpoint(Endpoint):
 
     def _listed(self, entry: Any) -> ObjectInfo:
         """A ListObjectsV2 entry: size, and the ETag's MD5 where the settings let it be one."""
-        etag = normalize_etag(entry.get("ETag"))
-        md5 = md5_from_etag(etag, self.etag_is_md5)
-        return ObjectInfo(size=int(entry["Size"]), md5=md5, etag=etag, etag_md5=md5)
+        return self.listed_info(int(entry["Size"]), entry.get("ETag"))
+
+    def listed_info(self, size: int, etag: str | None) -> ObjectInfo:
+        """An object as a listing gives it (its size and raw ETag)."""
+        normal = normalize_etag(etag)
+        md5 = md5_from_etag(normal, self.etag_is_md5)
+        return ObjectInfo(size=size, md5=md5, etag=normal, etag_md5=md5)
 
     def head(self, name: str, info: ObjectInfo) -> ObjectInfo:
         """The same object, HEADed (headers and metadata that a listing does not give)."""

@@ -1,5 +1,6 @@
-"""Before a row is copied: what it needs (what the destination holds under its name, one
-listing per batch), whether its name is safe, and the refusals of a run that could lose files
+"""Before a row is copied: what it needs (what the destination holds under its name: one
+listing per batch, or, for a run that walks many rows, one listing of the destination's folder
+looked up batch by batch), whether its name is safe, and the refusals of a run that could lose files
 (two aliases that are one place, --delete-source where no delete can be proven safe). With
 --shard, only the rows of this process's shard are walked, counted and reported."""
 
@@ -16,6 +17,8 @@ from django.db.models.functions import Concat
 from ..conf import Conf
 from ..endpoints.base import Endpoint
 from ..endpoints.places import identity, loose_identity, overlap
+from ..endpoints.s3 import S3Endpoint
+from ..endpoints.s3index import ListedIndex, list_once
 from ..endpoints.s3write import conditional_writes
 from ..errors import ConfigurationError, UnsafeName
 from ..names import key_reason, unsafe_reason
@@ -34,6 +37,11 @@ from ..targets import Target, upload_prefix
 from .deletion import DeletionLedger
 
 DEFAULT_PAIRS = {"s3": "local", "local": "s3"}
+# A run walking at least this many rows lists the destination's folder once instead of batch by
+# batch, unless the folder holds more than INDEX_OBJECTS_PER_ROW objects a row (plus the
+# minimum): then the batches are listed as before.
+INDEX_MIN_ROWS = 1000
+INDEX_OBJECTS_PER_ROW = 4
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class Planner:
     shard: Shard | None
     ledger: DeletionLedger | None
     _empty_at_start: bool | None
+    _row_count: int | None
+    _indexes: dict[str, ListedIndex | None]
 
     _maybe_commit: Callable[[], None]  # Committer's
 
@@ -81,6 +91,11 @@ class Planner:
 
     def count_rows(self) -> int:
         """The rows this run will walk (for a progress bar: a count is a scan of the table)."""
+        if self._row_count is None:
+            self._row_count = self._count_rows()
+        return self._row_count
+
+    def _count_rows(self) -> int:
         total = 0
         for target in self.targets:
             rows = self.rows_of(target)
@@ -133,10 +148,7 @@ class Planner:
                         safe.append(row)
                 infos: dict[str, Planned]
                 try:
-                    if self._destination_was_empty():
-                        infos = dict.fromkeys((r.name for r in safe), None)
-                    else:
-                        infos = dict(self.dst.stat_many(sorted({r.name for r in safe})))
+                    infos = self._destination_infos(target, safe)
                 except Exception:
                     # A listing that fails is no reason to stop: each row asks for itself,
                     # and a failure then lands on that row.
@@ -146,6 +158,54 @@ class Planner:
                 self._maybe_commit()
                 if remaining is not None and remaining <= 0:
                     return
+
+    def _destination_infos(self, target: Target, safe: list[Row]) -> dict[str, Planned]:
+        """What the destination holds under each row's name: nothing, where it was empty; else
+        what the folder's one listing said (a name it did not hold is asked again where the store
+        has no conditional writes, which alone keep an object that appeared since from being
+        replaced); else one listing of the batch's key range."""
+        names = sorted({r.name for r in safe})
+        if self._destination_was_empty():
+            return dict.fromkeys(names, None)
+        index = self._index_of(target)
+        if index is None:
+            return dict(self.dst.stat_many(names))
+        infos: dict[str, Planned] = {}
+        ask: list[str] = []
+        conditional = conditional_writes(self.dst)
+        found = index.lookup(names)
+        for name in names:
+            info = found.get(name, UNKNOWN)
+            if info is UNKNOWN or (info is None and not conditional):
+                ask.append(name)
+            else:
+                infos[name] = info
+        if ask:
+            infos.update(self.dst.stat_many(ask))
+        return infos
+
+    def _index_of(self, target: Target) -> ListedIndex | None:
+        """The destination folder of the target's files listed once, where the run walks enough
+        rows for that to be cheaper than a listing per batch (not for one batch of a run split
+        across processes: each would list the whole folder)."""
+        dst = self.dst
+        if not isinstance(dst, S3Endpoint) or dst.assume_empty or self.pk_range is not None:
+            return None
+        prefix = dst.key_prefix + (upload_prefix(target) or "")
+        if prefix not in self._indexes:
+            rows = self.count_rows()
+            if rows < INDEX_MIN_ROWS:
+                self._indexes[prefix] = None
+            else:
+                cap = INDEX_MIN_ROWS + INDEX_OBJECTS_PER_ROW * rows
+                self._indexes[prefix] = list_once(dst, prefix, cap)
+        return self._indexes[prefix]
+
+    def close_indexes(self) -> None:
+        for index in self._indexes.values():
+            if index is not None:
+                index.close()
+        self._indexes.clear()
 
     def _unsafe(self, row: Row) -> str | None:
         reason = self._unsafe_reason(row)

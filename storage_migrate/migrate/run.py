@@ -22,6 +22,7 @@ from ..conf import Conf, get_conf
 from ..database import check_database
 from ..endpoints.base import Endpoint
 from ..endpoints.factory import endpoint_for
+from ..endpoints.s3index import ListedIndex
 from ..endpoints.s3write import close_engines, engine_notes, native_engine
 from ..errors import ConfigurationError, DatabaseLost
 from ..log import log
@@ -116,6 +117,8 @@ class Migration(Planner, Committer):
         self._waiting: dict[str, deque[Row]] = {}
         self._waiting_count = 0
         self._empty_at_start: bool | None = None
+        self._row_count: int | None = None
+        self._indexes: dict[str, ListedIndex | None] = {}
         # With --delete-source: the rows whose sources may go once the run is over.
         self.ledger = DeletionLedger() if delete_source else None
         self._futures: dict[Future[list[RowResult]], int] = {}  # -> how many rows
@@ -213,6 +216,7 @@ class Migration(Planner, Committer):
             meter = self.dst.meter or self.src.meter
             if meter is not None:  # the run's so far (every pass of --until-stable)
                 self.report.cost = meter.cost()
+            self.close_indexes()
             close_engines(self.src, self.dst)
             self.src.close()
             self.dst.close()
