@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from django.core.files.base import ContentFile
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from core.models import FileManager
@@ -109,7 +109,10 @@ def test_a_batch_is_one_update_statement(
     assert commits == [6]
     assert batches == [(6, True)]
     [statement] = updates_of("core_filemanager", queries)
-    assert statement.startswith("6 times: ")
+    if connection.vendor == "postgresql":  # one statement joined with the rows' values
+        assert "FROM (VALUES" in statement and statement.count("), (") == 5
+    else:  # one statement run for each row
+        assert statement.startswith("6 times: ")
     for row, data in zip(rows, contents, strict=True):
         row.refresh_from_db()
         assert (row.bucket, row.object_key) == (s3_bucket, row.file.name)
@@ -339,3 +342,60 @@ def test_migrate_storage_commits_multi_table_inheritance_rows(
             len(data),
             s3_bucket,
         )
+
+
+def test_batch_update_in_chunks_with_empty_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(commit, "VALUES_ROWS", 2)
+    rows = [make(f"c{i}.txt", b"c") for i in range(5)]
+    group = results("core.FileManager", bucket="chunked", file_size=None, checksum="")
+
+    assert commit.batch_update(group) is True
+    assert {(r.bucket, r.file_size, r.checksum) for r in FileManager.objects.all()} == {
+        ("chunked", None, "")
+    }
+    assert len(rows) == 5
+
+
+def test_a_value_too_long_for_its_column_is_refused_never_cut() -> None:
+    """PostgreSQL's VALUES carry the columns' types without their lengths: a value longer than
+    its column fails the statement (the caller then commits row by row and names the row), as
+    a plain UPDATE does; it is never cut to fit."""
+    from django.db import DataError
+
+    make("long.txt", b"long")
+    limit = FileManager._meta.get_field("object_key").max_length
+    assert limit is not None
+    long_key = "k" * (limit + 10)
+    group = results("core.FileManager", object_key=long_key)
+    try:
+        with transaction.atomic():
+            done = commit.batch_update(group)
+    except DataError:
+        assert connection.vendor == "postgresql"
+        assert FileManager.objects.get().object_key != long_key[:limit]
+    else:  # SQLite keeps whatever it is given, whole
+        assert done is True
+        assert FileManager.objects.get().object_key == long_key
+
+
+def test_a_row_refused_by_its_column_is_named_and_the_others_committed(
+    s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [make(f"ok {i}.txt", b"ok") for i in range(3)]
+    bare(*rows)
+    real = commit._columns
+
+    def too_long_for_one(result: RowResult) -> dict[str, Any]:
+        columns = real(result)
+        if result.row.pk == rows[1].pk and "object_key" in columns:
+            columns["object_key"] = "k" * 2000  # over the column's 1024
+        return columns
+
+    monkeypatch.setattr(commit, "_columns", too_long_for_one)
+    report = migrate_storage(to="s3")
+
+    stored = {r.pk: r.object_key for r in FileManager.objects.all()}
+    if connection.vendor == "postgresql":
+        assert kinds(report) == ["error"] and f"pk={rows[1].pk}" in str(report.problems[0])
+        assert stored[rows[1].pk] == ""
+    assert stored[rows[0].pk] == rows[0].file.name and stored[rows[2].pk] == rows[2].file.name

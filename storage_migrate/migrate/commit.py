@@ -5,6 +5,7 @@ deadlock or a lost connection is retried, a value one row refuses stays that row
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,8 @@ from .deletion import DeletionLedger
 # COMMIT_SECONDS.
 COMMIT_SECONDS = 1.0
 COMMIT_ATTEMPTS = 4
+# Rows a PostgreSQL UPDATE ... FROM (VALUES ...) statement carries.
+VALUES_ROWS = 1000
 
 
 def _columns(result: RowResult) -> dict[str, Any]:
@@ -33,9 +36,10 @@ def _columns(result: RowResult) -> dict[str, Any]:
 
 
 def batch_update(group: list[RowResult]) -> bool:
-    """One UPDATE statement run for every row of the group (one model, field and set of columns;
-    executemany: a few microseconds a row, where an ORM update() costs a round of query
-    building each), each row only if it still holds the same file. True when every row was
+    """One UPDATE for every row of the group (one model, field and set of columns), each row only
+    if it still holds the same file: one statement run for each row (executemany: a few
+    microseconds a row on SQLite, where an ORM update() costs a round of query building each),
+    or on PostgreSQL one statement joined with the rows' values. True when every row was
     updated; False (nothing to undo: the caller updates row by row) when one was not, or when
     the columns are not all in the model's own table (multi-table inheritance: the ORM's job)."""
     from django.db import connections, router
@@ -51,21 +55,58 @@ def batch_update(group: list[RowResult]) -> bool:
     alias = router.db_for_write(model)
     connection = connections[alias]
     quote = connection.ops.quote_name
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET "
-        + ", ".join(f"{quote(f.column)} = %s" for f in fields)
-        + f" WHERE {quote(str(meta.pk.column))} = %s AND {quote(str(target.field.column))} = %s"
-    )
+    keys = [meta.pk, target.field]
     params = []
     for result in group:
         values = _columns(result)
         params.append(
-            [f.get_db_prep_save(values[f.name], connection) for f in fields]
-            + [meta.pk.get_db_prep_value(result.row.pk, connection), result.row.name]
+            [meta.pk.get_db_prep_value(result.row.pk, connection), result.row.name]
+            + [f.get_db_prep_save(values[f.name], connection) for f in fields]
         )
+    table = quote(meta.db_table)
     with transaction.atomic(using=alias), connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if connection.vendor == "postgresql":
+            # One statement a chunk: PostgreSQL parses and plans each statement of an
+            # executemany on its own (0.12 ms of its CPU a row, 2.4 times the wall time).
+            updated = 0
+            for start in range(0, len(params), VALUES_ROWS):
+                chunk = params[start : start + VALUES_ROWS]
+                cursor.execute(
+                    _values_update(connection, table, keys, fields, len(chunk)),
+                    [value for row in chunk for value in row],
+                )
+                updated += cursor.rowcount
+            return updated == len(group)
+        sets = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+        sql = (
+            f"UPDATE {table} SET {sets} WHERE {quote(str(meta.pk.column))} = %s "
+            f"AND {quote(str(target.field.column))} = %s"
+        )
+        cursor.executemany(sql, [row[2:] + row[:2] for row in params])
         return bool(cursor.rowcount == len(group))
+
+
+def _values_update(
+    connection: Any, table: str, keys: list[Any], fields: list[Any], rows: int
+) -> str:
+    """UPDATE ... FROM (VALUES ...): the rows' keys (primary key, file name) and new values.
+    The first row's placeholders carry the columns' types without their length or precision,
+    so that a value too long for its column is refused as with a plain UPDATE, never cut."""
+    quote = connection.ops.quote_name
+    every = [*keys, *fields]
+    typed = ", ".join(f"CAST(%s AS {_base_type(f, connection)})" for f in every)
+    plain = ", ".join(["%s"] * len(every))
+    values = ", ".join([f"({typed})"] + [f"({plain})"] * (rows - 1))
+    names = ", ".join(f"c{i}" for i in range(len(every)))
+    sets = ", ".join(f"{quote(f.column)} = v.c{i + len(keys)}" for i, f in enumerate(fields))
+    where = " AND ".join(f"{table}.{quote(str(f.column))} = v.c{i}" for i, f in enumerate(keys))
+    return f"UPDATE {table} SET {sets} FROM (VALUES {values}) AS v({names}) WHERE {where}"
+
+
+def _base_type(field: Any, connection: Any) -> str:
+    """The column's type without its parameters ("varchar(500)" -> "varchar")."""
+    db_type = str(field.db_type(connection) or "text")
+    return re.sub(r"\([^)]*\)", "", db_type).strip()
 
 
 class Committer:
