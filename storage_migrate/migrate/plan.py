@@ -160,16 +160,17 @@ class Planner:
                     return
 
     def _destination_infos(self, target: Target, safe: list[Row]) -> dict[str, Planned]:
-        """What the destination holds under each row's name: nothing, where it was empty; else
-        what the folder's one listing said (a name it did not hold is asked again where the store
-        has no conditional writes, which alone keep an object that appeared since from being
-        replaced); else one listing of the batch's key range."""
+        """What the destination holds under each row's name: what the folder's one listing said
+        (a name it did not hold is asked again where the store has no conditional writes, which
+        alone keep an object that appeared since from being replaced); else nothing, where the
+        destination was empty; else one listing of the batch's key range."""
         names = sorted({r.name for r in safe})
-        if self._destination_was_empty():
-            return dict.fromkeys(names, None)
         index = self._index_of(target)
         if index is None:
+            if self._destination_was_empty():
+                return dict.fromkeys(names, None)
             return dict(self.dst.stat_many(names))
+        # (An index of a folder that was empty tells what the emptiness check would.)
         infos: dict[str, Planned] = {}
         ask: list[str] = []
         conditional = conditional_writes(self.dst)
