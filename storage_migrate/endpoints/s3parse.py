@@ -9,10 +9,10 @@ listing, but which also catches a body cut short), once for the result.
 Here botocore still sends, signs, retries and parses every request; only two of its steps are
 narrowed, for the entries of a listing alone:
 - an entry whose children are all plain values of the model (Key, ETag, Size, LastModified,
-  StorageClass, flattened lists of them such as ChecksumAlgorithm, and an Owner of plain values)
-  is read with the very handlers botocore would call for each, found once per shape instead of
-  once per entry; any other entry (a RestoreStatus with a date, a tag the model does not know, a
-  repeated tag) goes through botocore's generic walk as before;
+  StorageClass, flattened lists of them such as ChecksumAlgorithm, an Owner or a RestoreStatus
+  of plain values) is read with the very handlers botocore would call for each, found once per
+  shape instead of once per entry; any other entry (a tag the model does not know, a repeated
+  tag) goes through botocore's generic walk as before;
 - the disguised-error check of a ListObjectsV2 page looks at the ends of the body (an error's
   root element, and a body cut short before its closing tag) instead of parsing it whole; every
   other operation keeps botocore's check.
