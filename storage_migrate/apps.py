@@ -1,4 +1,19 @@
+from typing import Any
+
 from django.apps import AppConfig
+
+
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    # The checks' module is imported when the checks run, not at every start (a --help).
+    from .checks import check_settings
+
+    return check_settings(app_configs, **kwargs)
+
+
+def check_digest_columns(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    from .checks import check_digest_columns
+
+    return check_digest_columns(app_configs, **kwargs)
 
 
 class StorageMigrateConfig(AppConfig):
@@ -7,8 +22,6 @@ class StorageMigrateConfig(AppConfig):
 
     def ready(self) -> None:
         from django.core.checks import Tags, register
-
-        from .checks import check_digest_columns, check_settings
 
         register(check_settings)
         # Reads a few values of each checksum column: only with `check --database`, and in

@@ -63,6 +63,10 @@ class Conf:
     COPY_CUTOFF: int = 4710 * MiB
     CONNECT_TIMEOUT: float = 10.0
     READ_TIMEOUT: float = 60.0
+    # The dotted path of the project's Celery app ("proj.celery.app"), imported only where a
+    # task is sent (migrate_storage --enqueue, storage_migrate.tasks): every other start skips
+    # Celery. None: the app the project's package imports at start, as Celery's docs have it.
+    CELERY_APP: str | None = None
 
     def validate(self) -> None:
         for name in ("WORKERS", "BATCH_SIZE", "MAX_ATTEMPTS"):
@@ -85,6 +89,13 @@ class Conf:
         if self.ENGINE not in ("auto", "native", "boto3"):
             raise ImproperlyConfigured(
                 "STORAGE_MIGRATE['ENGINE'] must be 'auto', 'native' or 'boto3'."
+            )
+        if self.CELERY_APP is not None and not (
+            isinstance(self.CELERY_APP, str) and "." in self.CELERY_APP.strip(".")
+        ):
+            raise ImproperlyConfigured(
+                "STORAGE_MIGRATE['CELERY_APP'] must be the dotted path of the project's Celery "
+                "app, such as 'proj.celery.app'."
             )
         for name in ("REQUEST_CHECKSUM_CALCULATION", "RESPONSE_CHECKSUM_VALIDATION"):
             if getattr(self, name) not in ("when_required", "when_supported"):

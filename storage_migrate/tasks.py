@@ -3,7 +3,8 @@ and field, run on a worker of the project's Celery app.
 
 Imported by the workers (the app's ``autodiscover_tasks()`` finds it, ``storage_migrate`` being
 an installed app) and by ``migrate_storage --enqueue``; nothing else in the package imports
-Celery.
+Celery but ``storage_migrate.celeryapp``. Importing it loads the app STORAGE_MIGRATE['CELERY_APP']
+names, so that the task, sent from any process, goes to the project's broker.
 
 A batch is idempotent: run again, it skips what its first run verified and committed. So the
 task acknowledges its message only once it is done (``acks_late``), and a worker process lost
@@ -20,8 +21,13 @@ from typing import Any
 
 from celery import shared_task
 
+from .celeryapp import named_app
 from .migrate.plan import PkRange
 from .migrate.run import migrate_storage
+
+# The project's app, before the task is made: a project that does not import its app at every
+# start (it names it in the settings) still has the task bound to it, not to Celery's default.
+named_app()
 
 
 @shared_task(  # type: ignore[untyped-decorator]  # Celery has no type hints

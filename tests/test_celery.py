@@ -20,7 +20,7 @@ from core.models import FileManager
 from storage_migrate import ConfigurationError, migrate_storage
 from storage_migrate.conf import get_conf
 from storage_migrate.migrate.batches import Batch, split_batches
-from storage_migrate.migrate.enqueue import Enqueued, gather_batches
+from storage_migrate.migrate.enqueue import Enqueued, enqueue_migration, gather_batches
 from storage_migrate.migrate.gather import Gathering
 from storage_migrate.migrate.plan import PkRange
 from storage_migrate.report import MigrationReport, Problem, problems
@@ -257,6 +257,51 @@ def test_options_enqueue_cannot_honour_exit_2(s3_bucket: str, args: list[str], s
     assert status == 2
     assert says in text and "\n" not in text
     assert s3_keys(s3_bucket) == []
+
+
+def test_enqueue_sends_to_the_app_the_settings_name(settings: Any, s3_bucket: str) -> None:
+    pytest.importorskip("celery")
+    from tests.celery_named import app
+
+    # Imported only now, by the sending: no start of the project imports it.
+    settings.STORAGE_MIGRATE = {**settings.STORAGE_MIGRATE, "CELERY_APP": "tests.celery_named.app"}
+    made = rows(3)
+
+    enqueued = enqueue_migration(to="s3", batch_rows=2, results=False)
+
+    assert enqueued.app is app
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue("named-test")
+        messages = [queue.get(timeout=5) for _ in range(2)]
+        queue.close()
+    assert [m.headers["task"] for m in messages] == ["storage_migrate.migrate_batch"] * 2
+    assert [m.decode()[0][4:] for m in messages] == [
+        [made[0].pk, made[1].pk],
+        [made[2].pk, made[2].pk],
+    ]
+    assert s3_keys(s3_bucket) == []  # sent, not run
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("tests.nowhere.app", "is 'tests.nowhere.app', which cannot be imported (No module"),
+        (
+            "tests.celery_named.NOT_AN_APP",
+            "is 'tests.celery_named.NOT_AN_APP', a str, not a Celery",
+        ),
+    ],
+)
+def test_enqueue_to_an_app_the_settings_name_wrong_exits_2(
+    settings: Any, s3_bucket: str, name: str, says: str
+) -> None:
+    pytest.importorskip("celery")
+    settings.STORAGE_MIGRATE = {**settings.STORAGE_MIGRATE, "CELERY_APP": name}
+    rows(1)
+    status, text = command("--to", "s3", "--no-progress", "--enqueue")
+    assert status == 2
+    assert text.startswith("STORAGE_MIGRATE['CELERY_APP'] ") and says in text
+    assert "\n" not in text
 
 
 class Stop(KeyboardInterrupt):

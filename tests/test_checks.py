@@ -70,6 +70,8 @@ def test_e001_shape_and_unknown_keys(settings: Any, value: Any, expected: str) -
         ({"MULTIPART_CHUNKSIZE": 1024}, "must be at least 5 MiB"),
         ({"ENGINE": "fast"}, "must be 'auto', 'native' or 'boto3'"),
         ({"BATCH_SIZE": "many"}, "wrong type"),
+        ({"CELERY_APP": "celery_app"}, "must be the dotted path of the project's Celery app"),
+        ({"CELERY_APP": 3}, "must be the dotted path of the project's Celery app"),
     ],
 )
 def test_e002_values_conf_refuses(settings: Any, value: Any, expected: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from storage_migrate import migrate_storage
+from storage_migrate import ConfigurationError, migrate_storage
 from storage_migrate.endpoints.native import NativePut
 from storage_migrate.meter import CLASS_A, CLASS_B, Meter, Throttle, add_costs, request_class
 from tests.conftest import reset_storages
@@ -69,6 +69,19 @@ def test_a_real_run_counts_its_requests_and_bytes(s3_bucket: str) -> None:
     assert cost["requests"][CLASS_A] >= len(sizes) + 2
     assert cost["requests"][CLASS_B] >= 1  # the bucket's HEAD at least
     assert cost["seconds_held_back"] == 0
+
+
+def test_an_empty_table_costs_the_bucket_check_alone(s3_bucket: str, settings: Any) -> None:
+    # Nothing to copy: no conditional-write probe (two PUTs and a DELETE), no writer made (its
+    # address probe is a HEAD); the bucket is still checked: a broken setup is exit 2 even then.
+    report = migrate_storage(to="s3")
+    assert (report.rows, report.exit_code) == (0, 0)
+    assert report.to_dict()["cost"]["requests"] == {CLASS_A: 0, CLASS_B: 1, "delete": 0}
+
+    settings.AWS_STORAGE_BUCKET_NAME = "no-such-bucket"
+    reset_storages()
+    with pytest.raises(ConfigurationError, match="'no-such-bucket' of storage 's3' does not exist"):
+        migrate_storage(to="s3")
 
 
 def test_a_dry_run_prices_the_move(s3_bucket: str) -> None:

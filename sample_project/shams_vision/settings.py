@@ -263,6 +263,8 @@ STORAGE_MIGRATE = {
         int,
         "a whole number of bytes from 5 MiB to 5 GiB, such as 4938792960 for 4710 MiB",
     ),
+    # The site's Celery app, imported only by migrate_storage --enqueue (and the workers).
+    "CELERY_APP": "shams_vision.celery.app",
 }
 
 # --- Celery (the celery extra: migrate_storage --enqueue) ---------------------------------------

@@ -3,6 +3,7 @@ listings instead of HEADs where a batch allows, and what an ETag can prove."""
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -19,7 +20,13 @@ from ..names import common_folder, utf8
 from .base import Endpoint, Fingerprint, NameMemo, ObjectInfo
 from .places import strip_userinfo
 from .s3parse import install as install_listing_parser
-from .s3setup import QUICK_ATTEMPTS, QUICK_TIMEOUT, check_endpoint_url, preflight_s3
+from .s3setup import (
+    QUICK_ATTEMPTS,
+    QUICK_TIMEOUT,
+    check_endpoint_url,
+    preflight_s3,
+    probe_conditional_writes,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -66,6 +73,7 @@ class S3Endpoint(Endpoint):
             or "SSECustomerAlgorithm" in params
         )
         self.read_params = {k: params[k] for k in SSE_C_PARAMS if k in params}
+        self._probe_lock = threading.Lock()
 
     def _client(self, **config: Any) -> S3Client:
         from botocore.config import Config
@@ -141,8 +149,32 @@ class S3Endpoint(Endpoint):
 
         return NameMemo(lambda name: str(self.s3storage._normalize_name(clean_name(name))))
 
-    # None until the preflight of a destination has asked the store.
-    conditional_writes: bool | None = None
+    # What the store answered (None: not asked, or it would not say); _probe_wanted: the
+    # preflight of a destination wants it asked, which is done the first time it matters.
+    _conditional_writes: bool | None = None
+    _probe_wanted = False
+
+    @property
+    def conditional_writes(self) -> bool | None:
+        """Does the store honour If-None-Match on writes? Asked (a scratch key written twice)
+        the first time a run needs to know, before its first write: a run that writes nothing,
+        over an empty table, does not write the probe either."""
+        with self._probe_lock:
+            if self._probe_wanted:
+                self._probe_wanted = False
+                self._conditional_writes = probe_conditional_writes(self, self.quick_client)
+            return self._conditional_writes
+
+    @conditional_writes.setter
+    def conditional_writes(self, value: bool | None) -> None:
+        with self._probe_lock:
+            self._probe_wanted = False
+            self._conditional_writes = value
+
+    def probe_conditional_writes_later(self) -> None:
+        """Ask the store about conditional writes when it first matters (conditional_writes)."""
+        with self._probe_lock:
+            self._probe_wanted = True
 
     def preflight(
         self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False

@@ -1,5 +1,6 @@
 """Before an S3 run: is the endpoint a URL, does the bucket answer (quickly, whatever the copy's
-timeouts), do the credentials work, and does the store honour conditional writes?"""
+timeouts), do the credentials work, and (before the first write) does the store honour
+conditional writes?"""
 
 from __future__ import annotations
 
@@ -57,7 +58,9 @@ def preflight_s3(
     endpoint: S3Endpoint, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False
 ) -> None:
     """The bucket answers the quick client, with these credentials (else ConfigurationError, one
-    line); a destination's store is asked whether it honours conditional writes."""
+    line), even when there is nothing to copy: a run over an empty table still says that its
+    setup is broken. A destination's store is asked whether it honours conditional writes
+    before the run's first write (S3Endpoint.conditional_writes), not here."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     quick = endpoint.quick_client
@@ -65,7 +68,7 @@ def preflight_s3(
     try:
         quick.head_bucket(Bucket=endpoint.bucket)
         if not as_source and not dry_run:
-            endpoint.conditional_writes = probe_conditional_writes(endpoint, quick)
+            endpoint.probe_conditional_writes_later()  # before the first write, if there is one
         return
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -76,7 +79,7 @@ def preflight_s3(
                     endpoint.assume_empty = True  # a real run would create it empty
                 else:
                     make_bucket(endpoint, quick)
-                    endpoint.conditional_writes = probe_conditional_writes(endpoint, quick)
+                    endpoint.probe_conditional_writes_later()
                 return
             hint = "" if as_source else " or pass --create-bucket"
             raise ConfigurationError(

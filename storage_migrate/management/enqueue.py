@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError
 
 from ..migrate.batches import BATCH_ROWS
-from ..migrate.enqueue import enqueue_migration, gather_batches
-from ..report.migration import MigrationReport
 from ..report.problems import EXIT_CONFIG
-from .commandline import plain, run_with_progress
-from .output import migration_error, show_enqueued, show_migration
+
+if TYPE_CHECKING:
+    from ..report.migration import MigrationReport
 
 
 def refuse_enqueue_options(options: dict[str, Any]) -> None:
@@ -58,6 +57,10 @@ def on_celery(
 ) -> MigrationReport | None:
     """Send the batches; without --wait, print them and return None; with --wait, return the
     gathered report (printed by the caller as a run's)."""
+    from ..migrate.enqueue import enqueue_migration, gather_batches
+    from .commandline import plain, run_with_progress
+    from .output import migration_error, show_enqueued, show_migration
+
     wait = bool(options["wait"])
     enqueued = run_with_progress(
         command,

@@ -7,6 +7,18 @@ are proven, ``deletion`` deletes sources only when every row that shares them is
 
 from __future__ import annotations
 
-from .run import migrate_storage
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .run import migrate_storage
 
 __all__ = ["migrate_storage"]
+
+
+def __getattr__(name: str) -> Any:
+    # On first use: importing one of the package's modules does not import the whole run.
+    if name == "migrate_storage":
+        from .run import migrate_storage
+
+        return migrate_storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

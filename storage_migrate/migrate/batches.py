@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from django.db.models import QuerySet
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
 
-from ..endpoints.base import Endpoint
-from ..rows import fetch, with_files
-from ..targets import Target
-from .plan import PkRange, recorded_at
+    from ..endpoints.base import Endpoint
+    from ..targets import Target
+    from .plan import PkRange
 
 # Rows in a batch, by default: a batch is short (one worker's few seconds), so that a worker
 # killed mid-batch costs little when its batch is delivered again, and a Redis broker's
@@ -34,6 +34,8 @@ class Batch:
 
     @property
     def pk_range(self) -> PkRange:
+        from .plan import PkRange
+
         return PkRange(self.pk_min, self.pk_max)
 
     def __str__(self) -> str:
@@ -72,6 +74,10 @@ def split_batches(
     order: one query per batch (pk > last, never OFFSET), so that memory holds one batch's keys.
     With ``pending_at``, only the rows whose columns do not record them there (--pending);
     with ``limit``, the first ``limit`` rows."""
+    # Here, not at the top: the commands' --help reads BATCH_ROWS without importing the run.
+    from ..rows import fetch, with_files
+    from .plan import recorded_at
+
     if batch_rows < 1:
         raise ValueError("batch_rows must be 1 or more")
     remaining = limit

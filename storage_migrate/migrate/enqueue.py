@@ -73,23 +73,23 @@ class Enqueued:
 
 
 def project_app(*, results: bool) -> Any:
-    """The Celery app the Django project configured (the one its package imports, as Celery's
-    documentation has it), checked: its broker answers, and with ``results`` it has a result
-    backend. ConfigurationError otherwise."""
+    """The Celery app the Django project configured (storage_migrate.celeryapp), checked: its
+    broker answers, and with ``results`` it has a result backend. ConfigurationError
+    otherwise."""
     try:
-        from celery import _state
         from kombu.exceptions import OperationalError
+
+        from ..celeryapp import project_app as configured_app
     except ImportError:
         raise ConfigurationError(
             "--enqueue needs Celery: pip install 'django-storage-migrate[celery]'"
         ) from None
-    app = _state._tls.current_app or _state.default_app
-    # None, or Celery's own fallback (named 'default', without the fix-ups, Django's among
-    # them, that an app the project creates has): no app was made by the project.
-    if app is None or (app.main == "default" and not app.fixups):
+    app = configured_app()
+    if app is None:
         raise ConfigurationError(
-            "--enqueue needs the project's Celery app: create one in your project's celery.py "
-            "and import it in the project's __init__.py (see the README, Running on Celery)."
+            "--enqueue needs the project's Celery app: name it in "
+            "STORAGE_MIGRATE['CELERY_APP'] (such as 'proj.celery.app'), or import it in the "
+            "project's __init__.py (see the README, Running on Celery)."
         )
     with app.connection_for_write() as connection:
         try:

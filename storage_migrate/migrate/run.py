@@ -23,7 +23,7 @@ from ..database import check_database
 from ..endpoints.base import Endpoint
 from ..endpoints.factory import endpoint_for
 from ..endpoints.s3index import ListedIndex
-from ..endpoints.s3write import close_engines, engine_notes, native_engine
+from ..endpoints.s3write import close_engines, conditional_writes, engine_notes, native_engine
 from ..errors import ConfigurationError, DatabaseLost
 from ..log import log
 from ..meter import Meter
@@ -128,7 +128,8 @@ class Migration(Planner, Committer):
         self._chunk: list[tuple[Row, Planned]] = []
         self._chunk_size = 1
         self._in_flight_per_thread: int | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None  # made for the first row to copy
+        self._window = conf.WORKERS * 4  # rows in flight or waiting, at most
         self.copier = RowCopier(
             source,
             destination,
@@ -145,10 +146,12 @@ class Migration(Planner, Committer):
         with quiet_collector():
             return self._run()
 
-    def _run(self) -> MigrationReport:
-        if self.on_start is not None:
-            self.on_start(self.count_rows())
-        window = self.conf.WORKERS * 4
+    def _start_pool(self) -> ThreadPoolExecutor:
+        """The workers, and the destination's writer, made for the first row to copy: a run
+        with nothing to copy (an empty table) starts neither, nor asks the store about them."""
+        # The destination's questions (conditional writes) are asked here, in this thread,
+        # before any copy.
+        conditional_writes(self.dst)
         threads = self.conf.WORKERS
         if not self.dry_run and self.src.kind == "local" and native_engine(self.dst, self.conf):
             # Each thread keeps a chunk of transfers in flight; the GIL makes more threads
@@ -158,10 +161,15 @@ class Migration(Planner, Committer):
             self._in_flight_per_thread = -(-self.conf.WORKERS // threads)
             self._chunk_size = self._in_flight_per_thread * CHUNK_ROUNDS
             # Room for a second chunk per thread, ready when the first is done.
-            window = max(window, 2 * threads * self._chunk_size)
+            self._window = max(self._window, 2 * threads * self._chunk_size)
         for endpoint in (self.src, self.dst):
             threads = min(threads, endpoint.max_threads or threads)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="storage-migrate")
+        return self._pool
+
+    def _run(self) -> MigrationReport:
+        if self.on_start is not None:
+            self.on_start(self.count_rows())
         try:
             for row, planned in self._planned_rows():
                 stopping.check()
@@ -171,7 +179,7 @@ class Migration(Planner, Committer):
                     self._submit(row, planned)
                 # Rows waiting for a shared file count too: memory stays bounded even when
                 # thousands of rows point at one file (a default avatar).
-                while self._in_flight + len(self._chunk) + self._waiting_count >= window:
+                while self._in_flight + len(self._chunk) + self._waiting_count >= self._window:
                     self._drain(FIRST_COMPLETED)
                     if not self._futures:
                         self._commit()
@@ -199,7 +207,8 @@ class Migration(Planner, Committer):
             if self.ledger is not None and self.ledger.deleted:  # stopped while deleting
                 self.report.deleted = self.ledger.deleted
                 self.report.bytes_deleted = self.ledger.bytes_deleted
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             for future in list(self._futures):
                 if future.done() and not future.cancelled() and future.exception() is None:
                     del self._futures[future]
@@ -211,7 +220,8 @@ class Migration(Planner, Committer):
             self._commit(resubmit=False)
             raise
         finally:
-            self._pool.shutdown(wait=True)
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             self.report.notes.extend(engine_notes(self.dst))
             meter = self.dst.meter or self.src.meter
             if meter is not None:  # the run's so far (every pass of --until-stable)
@@ -226,6 +236,8 @@ class Migration(Planner, Committer):
         return self.report
 
     def _submit(self, row: Row, planned: Planned) -> None:
+        if self._pool is None:
+            self._start_pool()
         if row.key in self._busy:
             self._waiting.setdefault(row.key, deque()).append(row)
             self._waiting_count += 1

@@ -7,6 +7,22 @@ no row points to.
 
 from __future__ import annotations
 
-from .run import verify_files
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["verify_files"]
+if TYPE_CHECKING:
+    from .run import verify_files
+
+__all__ = ["LEVELS", "verify_files"]
+
+# What a check looks at, from the cheapest: here, so that the command's --help has them without
+# importing the run.
+LEVELS = ("exists", "size", "checksum", "deep")
+
+
+def __getattr__(name: str) -> Any:
+    # On first use: importing one of the package's modules does not import the whole run.
+    if name == "verify_files":
+        from .run import verify_files
+
+        return verify_files
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

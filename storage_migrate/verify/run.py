@@ -44,12 +44,12 @@ from ..rows import (
     with_files,
 )
 from ..targets import Target, orphan_settings, resolve_targets
+from . import LEVELS
 from .check import Checker, CheckResult
 from .fix import WRITE_ERRORS, Fixer
 from .joins import BYTE_ORDER, joined_rows
 from .orphans import find_orphans
 
-LEVELS = ("exists", "size", "checksum", "deep")
 # Below this many rows in a selection, one HEAD per row is cheaper than listing the storage.
 JOIN_MIN_ROWS = 1000
 CheckCallback = Callable[[CheckResult], None]

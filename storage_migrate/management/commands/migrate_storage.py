@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...migrate.batches import BATCH_ROWS
-from ...migrate.run import migrate_storage
-from ...report.migration import MigrationReport
-from ...report.problems import EXIT_PROBLEMS
 from ..commandline import (
     ExitTwoOnBadOptions,
     check_writable,
@@ -22,7 +19,12 @@ from ..commandline import (
     shard_option,
 )
 from ..enqueue import on_celery, refuse_enqueue_options
-from ..output import deletion_line, migration_error, show_migration
+
+if TYPE_CHECKING:
+    from ...report.migration import MigrationReport
+
+# The run, the reports and the storages' libraries (boto3, Celery) are imported by handle():
+# --help, and a usage error, start without them.
 
 
 class Command(ExitTwoOnBadOptions, BaseCommand):
@@ -171,6 +173,9 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from ...report.problems import EXIT_PROBLEMS
+        from ..output import show_migration
+
         report_path = Path(options["report"]) if options["report"] else None
         refuse_enqueue_options(options)
         if report_path is not None:
@@ -189,6 +194,9 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
             )
 
     def run_here(self, options: dict[str, Any], report_path: Path | None) -> MigrationReport:
+        from ...migrate.run import migrate_storage
+        from ..output import deletion_line, migration_error, show_migration
+
         return run_with_progress(
             self,
             options,

@@ -9,13 +9,16 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...migrate.purge import parse_duration, purge_source
 from ...report.problems import EXIT_PROBLEMS
 from ..commandline import ExitTwoOnBadOptions, check_writable, positive_int, run_with_progress
-from ..output import purge_error, show_migration
+
+# The purge, the reports and the storages' libraries (boto3) are imported where they are used:
+# --help starts without them.
 
 
 def duration(value: str) -> float:
+    from ...migrate.purge import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -90,6 +93,9 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from ...migrate.purge import purge_source
+        from ..output import purge_error, show_migration
+
         report_path = Path(options["report"]) if options["report"] else None
         if report_path is not None:
             check_writable(report_path, "--report")

@@ -8,14 +8,11 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...report.problems import DEFAULT_FAIL_ON, EXIT_CONFIG, EXIT_PROBLEMS, VERIFY_PROBLEMS
-from ...verify.run import LEVELS, verify_files
-from ..commandline import (
-    ExitTwoOnBadOptions,
-    check_writable,
-    positive_int,
-    run_with_progress,
-)
-from ..output import show_verification, verification_error
+from ...verify import LEVELS
+from ..commandline import ExitTwoOnBadOptions, check_writable, positive_int, run_with_progress
+
+# The run, the reports and the storages' libraries (boto3) are imported by handle(): --help,
+# and a usage error, start without them.
 
 FORMATS = ("text", "json", "csv", "junit")
 
@@ -87,6 +84,9 @@ class Command(ExitTwoOnBadOptions, BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from ...verify.run import verify_files
+        from ..output import show_verification, verification_error
+
         output = Path(options["output"]) if options["output"] else None
         if output is not None:
             check_writable(output, "--output")
