@@ -60,6 +60,7 @@ class Digest:
     md5: str
     part_md5s: list[bytes] = field(default_factory=list)
     layout_etag: str | None = None
+    part_size: int | None = None  # the size of the parts of part_md5s
     # The status of the file these bytes were written to, where they were (local disk).
     fingerprint: tuple[object, ...] | None = None
     # Their digests in the other algorithms asked for (sha1, sha256), from the same read.
@@ -144,6 +145,7 @@ def digest_stream(
         md5=whole.hexdigest(),
         part_md5s=ours,
         layout_etag=_etag_of(theirs),
+        part_size=part_size if ours else None,
         others=others.done(),
     )
 

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import http.client
 import random
+import re
 import socket
 import threading
 from collections import Counter
@@ -60,7 +61,8 @@ class FaultyProxy(ThreadingHTTPServer):
         # 412 without asking the server: what a store that honours If-None-Match answers to a
         # retried copy whose first answer was lost).
         self.copy_answers = list(copy_answers)
-        # The same for the next completions of multipart uploads (POST ?uploadId=).
+        # The same for the next completions of multipart uploads (POST ?uploadId=), and
+        # "wrong_etag" (the upload is completed; its answer names another ETag).
         self.complete_answers = list(complete_answers)
         self.copies = 0
         self.answered = 0  # bytes of the answers' bodies sent to the client
@@ -155,6 +157,11 @@ class _Handler(BaseHTTPRequestHandler):
             # client never hears of it
             self._drop()
             return
+        if copy_answer == "wrong_etag" and response.status == 200:
+            # A completion whose answer names an ETag the parts do not give.
+            data = re.sub(
+                rb"<ETag>[^<]*</ETag>", b"<ETag>&quot;" + b"0" * 32 + b"-2&quot;</ETag>", data
+            )
         if copy_answer == "no_etag" and response.status == 200:
             tag = b"CopyPartResult" if b"CopyPartResult" in data else b"CopyObjectResult"
             self._answer_200(b'<?xml version="1.0" encoding="UTF-8"?>\n<%s></%s>' % (tag, tag))

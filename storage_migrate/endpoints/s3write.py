@@ -17,7 +17,7 @@ from .base import Endpoint, ObjectInfo
 from .native import native_put
 from .proof import prove_adopted, verify_s3
 from .s3 import S3Endpoint
-from .sources import Source
+from .sources import Source, part_size_for
 
 
 class _ContentType:
@@ -28,7 +28,8 @@ class _ContentType:
 
 
 def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
-    """botocore hook: a Content-MD5 for each multipart part, so the server rejects corrupt parts."""
+    """A Content-MD5 for a multipart part whose MD5 is not known beforehand, hashed from the
+    part's body as it is about to be sent."""
     headers = params["headers"]
     if "Content-MD5" in headers:
         return
@@ -58,7 +59,8 @@ class S3Engine:
         self.endpoint = endpoint
         self.conf = conf
         self.client = endpoint.client
-        self.client.meta.events.register("before-call.s3.UploadPart", _add_content_md5)
+        self.client.meta.events.register("before-parameter-build.s3.UploadPart", self._note_part)
+        self.client.meta.events.register("before-call.s3.UploadPart", self._part_md5)
         self.client.meta.events.register(
             "before-parameter-build.s3.CompleteMultipartUpload", self._no_clobber_multipart
         )
@@ -66,6 +68,9 @@ class S3Engine:
             "after-call.s3.CompleteMultipartUpload", self._remember_completion
         )
         self._completed: dict[str, str] = {}
+        # The MD5 of each part of the file being uploaded under a key, from the read that hashed
+        # it (see _part_md5).
+        self._part_md5s: dict[str, list[bytes]] = {}
         self.started = datetime.now(UTC)
         self._manager: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -91,6 +96,29 @@ class S3Engine:
         if key and parsed.get("ETag"):
             with self._lock:
                 self._completed[str(key)] = normalize_etag(parsed["ETag"])
+
+    def _part_md5(
+        self, params: dict[str, Any], context: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        """botocore hook: each part's Content-MD5, so the server rejects a part whose bytes are
+        not the ones hashed. It is the MD5 of that part from the read that hashed the file (no
+        second pass over the bytes): if the file changed since, a store that checks Content-MD5
+        refuses the part, and on one that does not, the completion's ETag is not the one the
+        hashed parts give (verify_s3)."""
+        key, number = (context or {}).get("storage_migrate_part", (None, None))
+        with self._lock:
+            known = self._part_md5s.get(key, []) if key is not None else []
+        headers = params["headers"]
+        if "Content-MD5" not in headers and isinstance(number, int) and 0 < number <= len(known):
+            headers["Content-MD5"] = base64.b64encode(known[number - 1]).decode("ascii")
+            return
+        _add_content_md5(params)  # a part the hashing read did not see (the file grew)
+
+    @staticmethod
+    def _note_part(params: dict[str, Any], context: dict[str, Any] | None = None, **_: Any) -> None:
+        """Which part of which key the request about to be built sends (see _part_md5)."""
+        if context is not None:
+            context["storage_migrate_part"] = (params.get("Key"), params.get("PartNumber"))
 
     def _no_clobber_multipart(
         self, params: dict[str, Any], context: dict[str, Any] | None = None, **_: Any
@@ -286,6 +314,12 @@ class S3Engine:
         self.abort_leftovers(key)
         if no_clobber:
             self._no_clobber_keys.add(key)
+        digest = source.digest
+        if digest.part_md5s and digest.part_size == part_size_for(digest.size, self.conf):
+            # Hashed in the parts the transfer manager will send (a download spooled with a
+            # wrong size hint was not: its parts are hashed as they are sent).
+            with self._lock:
+                self._part_md5s[key] = digest.part_md5s
         try:
             upload = self.manager().upload(
                 source.path, self.endpoint.bucket, key, extra_args=params
@@ -293,6 +327,8 @@ class S3Engine:
             upload.result()
         finally:
             self._no_clobber_keys.discard(key)
+            with self._lock:
+                self._part_md5s.pop(key, None)
         with self._lock:
             return self._completed.pop(key, None)
 
