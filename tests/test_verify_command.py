@@ -22,6 +22,7 @@ from core.models import FileManager
 from storage_migrate import migrate_storage
 from storage_migrate.endpoints.local import LocalEndpoint
 from storage_migrate.testing import s3_client
+from storage_migrate.verify import joins
 from storage_migrate.verify import run as verification
 from tests.conftest import reset_storages
 
@@ -1090,12 +1091,14 @@ def pk_of(name: str) -> Any:
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_large_selection_joined_with_a_listing(
-    s3_bucket: str, media_root: Path, settings: Any, where: str
+    s3_bucket: str, media_root: Path, settings: Any, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
     """From JOIN_MIN_ROWS rows, the rows are read in the byte order of their names (in keyset
-    batches) and merged with one listing: names whose byte order is not a locale's
-    ('B' < 'Zz' < 'a' < 'é') must still meet their objects, and rows may share a file."""
+    pages, here of 7 rows) and merged with one listing: names whose byte order is not a
+    locale's ('B' < 'Zz' < 'a' < 'é') must still meet their objects, and rows may share a
+    file."""
     settings.STORAGE_MIGRATE = {**settings.STORAGE_MIGRATE, "BATCH_SIZE": 7}
+    monkeypatch.setattr(joins, "JOIN_PAGE", 1)  # pages of BATCH_SIZE rows
     shared, wrong, accented = b"many rows, one file", b"stored md5 is wrong", b"accented"
     for key, data in [
         ("file_manager/a.txt", shared),

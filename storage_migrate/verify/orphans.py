@@ -5,6 +5,7 @@ STORAGE_MIGRATE['ORPHAN_FOLDERS'] names."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 from django.apps import apps
@@ -14,6 +15,7 @@ from django.db.models import Q
 
 from ..conf import Conf
 from ..endpoints.base import Endpoint
+from ..readahead import read_ahead
 from ..report.problems import ORPHAN, Problem
 from ..targets import Target, file_fields, orphan_folders
 
@@ -48,11 +50,13 @@ def find_orphans(plans: list[tuple[Target, Endpoint]], conf: Conf) -> Iterator[P
         for prefix in _outermost(set(owners)):
             owner = owners[prefix]
             batch: list[str] = []
-            for name, _info in endpoint.iter_objects(prefix):
-                batch.append(name)
-                if len(batch) >= ORPHAN_BATCH:
-                    yield from _orphans_in(batch, fields, owner, respelled)
-                    batch = []
+            # The next pages are listed while the database looks this batch up.
+            with contextlib.closing(read_ahead(endpoint.iter_objects(prefix))) as listing:
+                for name, _info in listing:
+                    batch.append(name)
+                    if len(batch) >= ORPHAN_BATCH:
+                        yield from _orphans_in(batch, fields, owner, respelled)
+                        batch = []
             yield from _orphans_in(batch, fields, owner, respelled)
 
 
