@@ -337,3 +337,50 @@ def test_missing_bucket_is_a_configuration_error(s3_bucket: str, settings: Any) 
     reset_storages()
     with pytest.raises(ConfigurationError, match="does not exist"):
         verify_files(storage="s3")
+
+
+@both
+def test_interrupted_mid_join_counts_each_row_once_and_stops_the_listing_thread(
+    where: Any, monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    """Ctrl-C in the middle of a joined verification, a second one landing while finished
+    checks are being counted: the partial report counts every row checked exactly once, and
+    the thread reading the listing ahead is stopped at once, while the caller still holds the
+    interruption and its traceback."""
+    import signal
+    import threading
+    import time
+
+    from storage_migrate import stopping
+
+    monkeypatch.setattr(verification_module, "JOIN_MIN_ROWS", 5)
+    monkeypatch.setattr("storage_migrate.verify.joins.JOIN_PAGE", 1)
+    monkeypatch.setattr("storage_migrate.readahead.CHUNK", 2)
+    settings.STORAGE_MIGRATE = {**settings.STORAGE_MIGRATE, "BATCH_SIZE": 4, "WORKERS": 4}
+    rows = [make(f"stop/{i:03d}.txt", os.urandom(50 + i)) for i in range(60)]
+    where.setup()
+    seen: list[Any] = []
+
+    def on_row(result: Any) -> None:
+        seen.append(result.row.pk)
+        if len(seen) == 15:
+            stopping._requested.append(signal.SIGINT)
+            raise KeyboardInterrupt  # the second Ctrl-C: raised at once, wherever the run is
+
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            where.verify(on_row=on_row)
+    finally:
+        stopping._requested.clear()
+    report = raised.value.report  # type: ignore[attr-defined]
+
+    assert report.interrupted
+    assert 15 <= report.rows < len(rows)
+    assert len(seen) == len(set(seen)) == report.rows  # each row counted once
+    assert report.ok == report.rows and report.problems == []
+    end = time.monotonic() + 3
+    while time.monotonic() < end and any(
+        t.name == "storage-migrate-read-ahead" for t in threading.enumerate()
+    ):
+        time.sleep(0.02)
+    assert not [t for t in threading.enumerate() if t.name == "storage-migrate-read-ahead"]

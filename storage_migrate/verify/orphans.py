@@ -6,7 +6,7 @@ STORAGE_MIGRATE['ORPHAN_FOLDERS'] names."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 from django.apps import apps
 from django.core.exceptions import SuspiciousOperation
@@ -37,7 +37,9 @@ def every_file_field() -> list[tuple[type[models.Model], str]]:
     return [(model, str(f.attname)) for model in apps.get_models() for f in file_fields(model)]
 
 
-def find_orphans(plans: list[tuple[Target, Endpoint]], conf: Conf) -> Iterator[Problem]:
+def find_orphans(
+    plans: list[tuple[Target, Endpoint]], conf: Conf
+) -> Generator[Problem, None, None]:
     """Objects below the walked fields' upload folders that no row of any model points to."""
     fields = every_file_field()
     by_endpoint: dict[int, tuple[Endpoint, dict[str, Target]]] = {}

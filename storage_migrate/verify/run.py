@@ -9,7 +9,7 @@ metadata migrate_storage binds to the object's ETag, else from reading the objec
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
@@ -119,26 +119,18 @@ class Verification(Checker, Fixer):
         futures: set[Future[CheckResult]] = set()
         try:
             for target, endpoint in plans:
-                for row, planned in self._planned(target, endpoint):
-                    stopping.check()
-                    reason = self._unsafe(row, endpoint)
-                    if reason:
-                        problem = row.problem(UNSAFE_NAME, reason)
-                        self._finish(CheckResult(row, UNSAFE_NAME, problem))
-                        continue
-                    if self._answered(row, planned):
-                        self._finish(self._check(endpoint, row, planned))  # no I/O to wait on
-                        continue
-                    futures.add(pool.submit(self._check, endpoint, row, planned))
-                    while len(futures) >= self.conf.WORKERS * 4:
-                        futures = self._collect(futures)
+                # Closed here, even by an interruption: its listing thread stops at once.
+                with contextlib.closing(self._planned(target, endpoint)) as planned_rows:
+                    for row, planned in planned_rows:
+                        self._dispatch(pool, futures, endpoint, row, planned)
             while futures:
-                futures = self._collect(futures)
+                self._collect(futures)
             self._commit()
             if self.want_orphans:
-                for orphan in find_orphans(plans, self.conf):
-                    stopping.check()
-                    self.report.problems.append(orphan)
+                with contextlib.closing(find_orphans(plans, self.conf)) as orphans:
+                    for orphan in orphans:
+                        stopping.check()
+                        self.report.problems.append(orphan)
         except (KeyboardInterrupt, DatabaseLost) as exc:
             # Ctrl-C, SIGTERM or a database that stayed away: the rows checked so far are the
             # partial report, which goes with the interruption (the command prints and writes
@@ -163,20 +155,46 @@ class Verification(Checker, Fixer):
             self.report.finished_at = now()
         return self.report
 
-    def _collect(self, futures: set[Future[CheckResult]]) -> set[Future[CheckResult]]:
-        """The checks that are done, counted; the others, returned. Waits at most STOP_POLL
-        seconds, so that a request to stop is seen."""
+    def _dispatch(
+        self,
+        pool: ThreadPoolExecutor,
+        futures: set[Future[CheckResult]],
+        endpoint: Endpoint,
+        row: Row,
+        planned: Planned,
+    ) -> None:
+        """Check one row: here where the listing answered, else on a worker (``futures``, the
+        checks running, at most 4 a worker)."""
         stopping.check()
-        done, running = wait(futures, timeout=stopping.STOP_POLL, return_when=FIRST_COMPLETED)
+        reason = self._unsafe(row, endpoint)
+        if reason:
+            problem = row.problem(UNSAFE_NAME, reason)
+            self._finish(CheckResult(row, UNSAFE_NAME, problem))
+            return
+        if self._answered(row, planned):
+            self._finish(self._check(endpoint, row, planned))  # no I/O to wait on
+            return
+        futures.add(pool.submit(self._check, endpoint, row, planned))
+        while len(futures) >= self.conf.WORKERS * 4:
+            self._collect(futures)
+
+    def _collect(self, futures: set[Future[CheckResult]]) -> None:
+        """Count the checks that are done and take them out of ``futures`` (each is counted
+        once, even when an interruption comes between two). Waits at most STOP_POLL seconds,
+        so that a request to stop is seen."""
+        stopping.check()
+        done, _running = wait(futures, timeout=stopping.STOP_POLL, return_when=FIRST_COMPLETED)
         for future in done:
+            futures.discard(future)
             self._finish(future.result())
-        return running
 
     def _count(self, target: Target) -> int:
         count = with_files(target).count()
         return min(count, self.sample) if self.sample is not None else count
 
-    def _planned(self, target: Target, endpoint: Endpoint) -> Iterator[tuple[Row, Planned]]:
+    def _planned(
+        self, target: Target, endpoint: Endpoint
+    ) -> Generator[tuple[Row, Planned], None, None]:
         """Each row, with what the storage holds under its name when one listing told (else
         UNKNOWN: the worker asks the storage for that row alone)."""
         log.debug("checking %s on %s (%s)", target, endpoint, endpoint.kind)
