@@ -208,7 +208,8 @@ def test_a_file_that_is_not_our_leftover_stays_a_conflict(
     theirs = {
         "unmarked prefix": data[:1000],
         "marked, not a prefix": os.urandom(1000),
-        "marked, as long as the source": data[:-1] + b"!",
+        # The last byte flipped: never the source's (a fixed byte would be, 1 time in 256).
+        "marked, as long as the source": data[:-1] + bytes([data[-1] ^ 0xFF]),
     }[leftover]
     partial = killed_copy(sftp_root, row.file.name, theirs, marked=leftover.startswith("marked"))
 
