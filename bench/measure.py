@@ -401,6 +401,22 @@ def make_dataset(name: str, work: Path, env: dict[str, str], scale: float = 1) -
     }
 
 
+def base_environment() -> dict[str, str]:
+    """The environment every contender runs in: the sample project, throwaway keys."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "shams_vision.settings",
+        "AWS_ACCESS_KEY_ID": "testing",  # the same throwaway keys as storage_migrate.testing
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "USE_S3_STORAGE": "False",
+        "DEBUG": "False",  # as in production: no query log kept in memory
+    }
+
+
 @contextmanager
 def server(kind: str) -> Iterator[str]:
     if kind == "moto":
@@ -1440,18 +1456,7 @@ def main() -> int:
     migrate_only = set(datasets) <= {"memory", "catchup"}  # no peer contender runs
     tools = find_tools(set() if migrate_only else peers, args.server, args.work)
 
-    base = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "shams_vision.settings",
-        "AWS_ACCESS_KEY_ID": "testing",  # the same throwaway keys as storage_migrate.testing
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "USE_S3_STORAGE": "False",
-        "DEBUG": "False",  # as in production: no query log kept in memory
-    }
+    base = base_environment()
     benches: list[Bench] = []
     memory: list[Bench] = []
     catchups: list[Catchup] = []

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -131,18 +130,7 @@ def main() -> int:
         f"profile-{args.dataset}-{args.command}.txt"
     )
     raw = output.with_suffix(".raw")
-    base = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "shams_vision.settings",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "USE_S3_STORAGE": "False",
-        "DEBUG": "False",
-    }
+    base = measure.base_environment()
     tools = measure.Tools()
     with measure.server("rclone") as endpoint:
         s3 = s3_client(endpoint)

@@ -10,10 +10,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from django.core.files.storage import FileSystemStorage, InMemoryStorage, Storage
 
 from storage_migrate import stopping
+from storage_migrate.conf import get_conf
+from storage_migrate.endpoints.base import ObjectInfo
+from storage_migrate.endpoints.factory import endpoint_for_storage
+from storage_migrate.endpoints.generic import StorageEndpoint
 from storage_migrate.readahead import read_ahead
 
 
@@ -28,6 +34,14 @@ def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
 
 def helper_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "storage-migrate-read-ahead"]
+
+
+def endless_listing(closed: threading.Event) -> Iterator[int]:
+    """A listing longer than any caller reads, which says when it is closed."""
+    try:
+        yield from range(1_000_000)
+    finally:
+        closed.set()
 
 
 @pytest.mark.parametrize("count", [0, 1, 6, 7, 8, 21, 22, 100])
@@ -79,13 +93,7 @@ def test_bounded_and_ahead() -> None:
 def test_leaving_early_stops_the_thread_and_closes_the_listing() -> None:
     closed = threading.Event()
 
-    def listing() -> Iterator[int]:
-        try:
-            yield from range(1_000_000)
-        finally:
-            closed.set()
-
-    with contextlib.closing(read_ahead(listing(), depth=2, chunk=10)) as items:
+    with contextlib.closing(read_ahead(endless_listing(closed), depth=2, chunk=10)) as items:
         assert [next(items) for _ in range(5)] == [0, 1, 2, 3, 4]
     assert closed.wait(5)
     assert wait_for(lambda: not helper_threads())
@@ -94,14 +102,8 @@ def test_leaving_early_stops_the_thread_and_closes_the_listing() -> None:
 def test_the_caller_failing_stops_the_thread() -> None:
     closed = threading.Event()
 
-    def listing() -> Iterator[int]:
-        try:
-            yield from range(1_000_000)
-        finally:
-            closed.set()
-
     def caller() -> None:
-        with contextlib.closing(read_ahead(listing(), depth=1, chunk=10)) as items:
+        with contextlib.closing(read_ahead(endless_listing(closed), depth=1, chunk=10)) as items:
             for item in items:
                 if item == 15:
                     raise RuntimeError("the database went away")
@@ -137,3 +139,29 @@ def test_a_stop_request_is_seen_while_the_listing_hangs() -> None:
     assert time.monotonic() - started < 0.2 + 2 * stopping.STOP_POLL + 1
     items.close()
     assert wait_for(lambda: not helper_threads())
+
+
+@pytest.mark.parametrize("kind", ["local", "connection per thread"])
+def test_a_storage_that_opens_a_connection_per_thread_is_listed_in_the_calling_thread(
+    kind: str, tmp_path: Path
+) -> None:
+    """Local disk (and S3) are listed ahead by a thread; a storage that gets one instance, and
+    so one connection, per thread (SFTP, FTP: StorageEndpoint) is not, or verify_files would
+    open one connection more than the server takes (GENERIC_THREADS)."""
+    storage: Storage = FileSystemStorage(location=tmp_path)
+    if kind != "local":
+        storage = InMemoryStorage()
+    endpoint = endpoint_for_storage(kind, storage, get_conf())
+    assert isinstance(endpoint, StorageEndpoint) == (kind != "local")
+    listed_by: list[threading.Thread] = []
+
+    def listing(prefix: str = "") -> Iterator[tuple[str, ObjectInfo]]:
+        listed_by.append(threading.current_thread())
+        yield from [("a.txt", ObjectInfo(size=1)), ("b.txt", ObjectInfo(size=2))]
+
+    endpoint.iter_objects = listing  # type: ignore[method-assign]
+    with contextlib.closing(endpoint.iter_objects_ahead("")) as items:
+        assert [name for name, _info in items] == ["a.txt", "b.txt"]
+    ahead = listed_by == [t for t in listed_by if t is not threading.current_thread()]
+    assert len(listed_by) == 1
+    assert ahead == (kind == "local")

@@ -4,7 +4,7 @@ for any other Django storage, Endpoint itself; writing is transfer.py's job."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -16,6 +16,7 @@ from ..conf import Conf
 from ..hashing import Digest, digest_stream
 from ..meter import Meter
 from ..names import utf8
+from ..readahead import read_ahead
 
 
 @dataclass
@@ -165,6 +166,11 @@ class Endpoint:
         (the order S3 lists in), as a stream."""
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         yield from self._walk(folder, prefix)
+
+    def iter_objects_ahead(self, prefix: str = "") -> Generator[tuple[str, ObjectInfo], None, None]:
+        """iter_objects, its next pages fetched by a thread while the caller works through the
+        current one (readahead.py). Close it when done with it early: its thread stops."""
+        return read_ahead(self.iter_objects(prefix))
 
     def _walk(self, folder: str, prefix: str) -> Iterator[tuple[str, ObjectInfo]]:
         try:

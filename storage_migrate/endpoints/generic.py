@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import IO, Any
 
 from django.core.files.base import ContentFile
@@ -88,6 +88,11 @@ class StorageEndpoint(Endpoint):
     @storage.setter
     def storage(self, storage: Storage) -> None:
         self._shared = storage
+
+    def iter_objects_ahead(self, prefix: str = "") -> Generator[tuple[str, ObjectInfo], None, None]:
+        """Listed in the calling thread, not ahead: a thread of its own would open one more
+        connection (its own instance, see storage) to a server that takes only so many."""
+        yield from self.iter_objects(prefix)
 
     def preflight(
         self, *, as_source: bool, create_bucket: bool = False, dry_run: bool = False

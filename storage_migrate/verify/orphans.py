@@ -15,7 +15,6 @@ from django.db.models import Q
 
 from ..conf import Conf
 from ..endpoints.base import Endpoint
-from ..readahead import read_ahead
 from ..report.problems import ORPHAN, Problem
 from ..targets import Target, file_fields, orphan_folders
 
@@ -53,7 +52,7 @@ def find_orphans(
             owner = owners[prefix]
             batch: list[str] = []
             # The next pages are listed while the database looks this batch up.
-            with contextlib.closing(read_ahead(endpoint.iter_objects(prefix))) as listing:
+            with contextlib.closing(endpoint.iter_objects_ahead(prefix)) as listing:
                 for name, _info in listing:
                     batch.append(name)
                     if len(batch) >= ORPHAN_BATCH:
